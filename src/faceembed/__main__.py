@@ -1,0 +1,5 @@
+"""``python -m faceembed`` runs the CLI."""
+
+from faceembed.cli import main
+
+main()

@@ -1,0 +1,207 @@
+"""The ``faceembed`` command: parse, call one public function, print. Errors print as one line:
+exit 2 for bad input, 1 for internal failures, 130 when interrupted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from faceembed.errors import FaceembedError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train, export, run offline and evaluate face-embedding models.",
+)
+
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+def _print_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2))
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="Output folder: checkpoint.pt, state.pt, metrics.jsonl, PNGs.")],
+    dataset: Annotated[str, typer.Option(help="Dataset: 'mnist'.")] = "mnist",
+    loss: Annotated[str, typer.Option(help="asoftmax | softmax | cosface | arcface")] = "asoftmax",
+    m: Annotated[float | None, typer.Option(help="Margin (A-Softmax: integer 1..4).")] = None,
+    s: Annotated[float | None, typer.Option(help="Scale for cosface / arcface.")] = None,
+    embedding_size: Annotated[int | None, typer.Option(help="Embedding size (2 to plot features).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads.")] = None,
+    quick: Annotated[bool, typer.Option(help="Short run (CI): about a minute.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT exactly.")] = False,
+    progress: Progress = True,
+) -> None:
+    """Train a SphereFace-style network with A-Softmax (or another margin loss) on MNIST."""
+    from dataclasses import replace
+
+    from faceembed.training.train import TrainConfig, train_mnist
+
+    if dataset != "mnist":
+        raise FaceembedError(f"unknown dataset {dataset!r}; 'mnist' is supported")
+    config = TrainConfig.quick() if quick else TrainConfig()
+    given = {
+        "loss": loss,
+        "m": m,
+        "s": s,
+        "embedding_size": embedding_size,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "num_threads": threads,
+    }
+    config = replace(config, **{k: v for k, v in given.items() if v is not None})
+    _print_json(train_mnist(config, out, resume=resume, progress=progress))
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="faceembed checkpoint (.pt).")],
+    out: Annotated[Path, typer.Option(help="ONNX file to write.")],
+    fp16: Annotated[bool, typer.Option(help="Compute in float16 (inputs and outputs stay float32).")] = False,
+    parity_input: Annotated[
+        Path | None,
+        typer.Option(
+            help="Real inputs for the parity check: a tensor folder or .npy (NHWC). Default: MNIST test images "
+            "for MNIST models, LFW faces for face models."
+        ),
+    ] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+) -> None:
+    """Export a checkpoint to ONNX (dynamic batch) and check parity with PyTorch at batch 1, 4, 8, 16, 32."""
+    from faceembed.export.parity_inputs import export_checkpoint
+
+    report = export_checkpoint(checkpoint, out, fp16=fp16, parity_input=parity_input, opset=opset)
+    for name, diff in report.max_abs_diff.items():
+        typer.echo(
+            f"{name}: max abs diff {diff:.3g} (scaled), max rel diff {report.max_rel_diff[name]:.3g}, "
+            f"tolerance {report.tolerance[name]:.3g}"
+        )
+    typer.echo(f"wrote {out} ({report.precision}), parity OK at batch {report.batches}")
+
+
+@app.command()
+def tobin(
+    dataset: Annotated[str, typer.Argument(help="'mnist'.")],
+    out: Annotated[Path, typer.Option(help="Output folder for {i}_image.bin, {i}_label.txt, manifest.json.")],
+    split: Annotated[str, typer.Option(help="train | test")] = "test",
+    batch_size: Annotated[int, typer.Option(help="Images per .bin file.")] = 32,
+    limit: Annotated[int | None, typer.Option(help="Only the first N images (e.g. 5120).")] = None,
+    shuffle_seed: Annotated[int | None, typer.Option(help="Draw a random subset with this seed.")] = None,
+) -> None:
+    """Write preprocessed input tensors as raw little-endian float32 files, one per batch."""
+    from faceembed.data.tobin import tobin_mnist
+
+    if dataset != "mnist":
+        raise FaceembedError(f"unknown dataset {dataset!r}; 'mnist' is supported")
+    _print_json(vars(tobin_mnist(out, split, batch_size, limit, shuffle_seed)))
+
+
+@app.command()
+def infer(
+    model: Annotated[Path, typer.Option(help="ONNX file (ort, openvino) or checkpoint (torch).")],
+    input: Annotated[str, typer.Option("--input", help="Folder, or files separated by commas.")],
+    output: Annotated[Path, typer.Option(help="Output folder.")],
+    outfmt: Annotated[str, typer.Option(help="BIN | TXT | NPY")] = "BIN",
+    batch: Annotated[int | None, typer.Option(help="Run each file in chunks of N items.")] = None,
+    loop: Annotated[int, typer.Option(help="Run each file K times (timing), 1..100.")] = 1,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: all cores).")] = None,
+    provider: Annotated[str, typer.Option(help="cpu | cuda | tensorrt (ONNX Runtime).")] = "cpu",
+    backend: Annotated[str, typer.Option(help="ort | openvino | torch")] = "ort",
+    precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 | int8")] = None,
+    on_error: Annotated[str, typer.Option(help="stop | skip (bad inputs go to skipped.txt).")] = "stop",
+    progress: Progress = True,
+) -> None:
+    """Run a model over tensor files: one output file per input file and output, plus latency statistics."""
+    from faceembed.runtime.infer import infer_files
+
+    summary = infer_files(
+        model,
+        input,
+        output,
+        outfmt,
+        batch,
+        loop,
+        threads,
+        provider,
+        backend,
+        precision,
+        on_error=on_error,
+        progress=progress,
+    )
+    _print_json(summary.to_dict())
+    if summary.files_failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def accuracy(
+    labels: Annotated[Path, typer.Option(help="Folder of {i}_label.txt files.")],
+    predictions: Annotated[Path, typer.Option(help="Folder of {i}_..._output_K files.")],
+    output_index: Annotated[int, typer.Option(help="Which model output holds the logits.")] = 0,
+    plot: Annotated[Path | None, typer.Option(help="Confusion-matrix PNG.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+) -> None:
+    """Top-1 accuracy, per-class accuracy and confusion matrix from label and prediction folders."""
+    from faceembed.evaluation.classification import accuracy_from_folders
+    from faceembed.files import write_json
+
+    result = accuracy_from_folders(labels, predictions, output_index)
+    if plot:
+        import numpy as np
+
+        from faceembed.report.plots import plot_confusion_matrix
+
+        cm = np.asarray(result.confusion)
+        plot_confusion_matrix(cm, [str(i) for i in range(len(cm))], plot)
+    if json_out:
+        write_json(json_out, result.to_dict())
+    typer.echo(f"accuracy {result.accuracy:.4f} on {result.images} images in {result.files} files")
+
+
+@app.command()
+def demo(
+    name: Annotated[str, typer.Argument(help="mnist | lfw")],
+    out: Annotated[Path, typer.Option(help="Working folder.")] = Path("runs/demo"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data folder (lfw: ../shared/data).")] = None,
+    quick: Annotated[bool, typer.Option(help="Short version for CI.")] = False,
+    progress: Progress = True,
+) -> None:
+    """Run a whole pipeline and print one results table."""
+    from faceembed import demo as demos
+
+    if name == "mnist":
+        demos.mnist_demo(out, json_out, quick=quick, progress=progress)
+    elif name == "lfw":
+        demos.lfw_demo(out, json_out, data=data, quick=quick, progress=progress)
+    else:
+        raise FaceembedError(f"unknown demo {name!r}; choose mnist or lfw")
+
+
+def main() -> None:
+    """Console entry point: typed errors become one line on stderr."""
+    try:
+        app()
+    except FaceembedError as exc:
+        typer.echo(f"faceembed: error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("faceembed: interrupted; rerun the same command to resume", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

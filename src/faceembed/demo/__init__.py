@@ -1,0 +1,26 @@
+"""Demos: each runs one whole pipeline through the same public functions as the CLI and prints one table.
+
+* ``mnist``: train -> export fp32 / fp16 -> tobin -> infer -> accuracy, plus ONNX latency per batch size.
+* ``lfw``: align -> import backbone -> features (PyTorch, ONNX fp32 / fp16) -> cross-fold PFE heads -> verify.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def mnist_demo(out: str | Path, json_path: str | Path | None = None, quick: bool = False,
+               progress: bool = True) -> dict[str, Any]:
+    """``faceembed demo mnist``."""
+    from faceembed.demo.mnist import run_mnist_demo
+
+    return run_mnist_demo(out, json_path, quick=quick, progress=progress)
+
+
+def lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str | Path | None = None,
+             quick: bool = False, progress: bool = True) -> dict[str, Any]:
+    """``faceembed demo lfw``."""
+    from faceembed.demo.lfw import run_lfw_demo
+
+    return run_lfw_demo(out, json_path, data=data, quick=quick, progress=progress)

@@ -1,0 +1,1 @@
+"""Classification, verification and identification metrics."""

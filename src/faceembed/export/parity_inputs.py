@@ -1,0 +1,83 @@
+"""Real inputs for the export parity check, chosen from the model's input spec."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from faceembed.data.tensorfiles import list_input_files, read_bin, read_manifest, read_npy
+from faceembed.errors import FaceembedError, MissingInputError
+from faceembed.export.onnx_export import PARITY_BATCHES, ParityReport, export_onnx
+from faceembed.models.checkpoint import InputSpec, read_checkpoint
+
+PARITY_COUNT = max(PARITY_BATCHES)
+
+
+def load_tensor_input(path: str | Path, item_shape: tuple[int, ...], limit: int = PARITY_COUNT) -> np.ndarray:
+    """Up to ``limit`` items from a .npy file or a tensor folder (NHWC float32)."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError("parity input not found", path)
+    if path.suffix == ".npy":
+        return read_npy(path).astype(np.float32)[:limit]
+    manifest = read_manifest(path) if path.is_dir() else None
+    chunks, total = [], 0
+    for f in list_input_files(path, suffixes=(".bin",)):
+        arr = read_bin(
+            f,
+            manifest["dtype"] if manifest else "float32",
+            tuple(manifest["item_shape"]) if manifest else item_shape,
+        )
+        chunks.append(arr)
+        total += len(arr)
+        if total >= limit:
+            break
+    return np.concatenate(chunks)[:limit].astype(np.float32)
+
+
+def lfw_root() -> Path | None:
+    """LFW from $FACEEMBED_LFW or ../shared/data/lfw, if present."""
+    for candidate in (os.environ.get("FACEEMBED_LFW"), "../shared/data/lfw"):
+        if candidate and (Path(candidate) / "images").is_dir():
+            return Path(candidate)
+    return None
+
+
+def default_parity_inputs(spec: InputSpec) -> np.ndarray:
+    """MNIST test digits for 28x28 gray models; aligned LFW faces for 112x96 face models."""
+    if spec.nhwc == (28, 28, 1):
+        from faceembed.data.tobin import mnist_tensors
+
+        return mnist_tensors("test", limit=PARITY_COUNT)[0]
+    root = lfw_root()
+    if root is None:
+        raise FaceembedError(
+            "no real faces for the parity check: pass --parity-input (tensor folder or .npy) "
+            "or set FACEEMBED_LFW to an LFW folder"
+        )
+    from faceembed.data.align import align_images_in_memory
+    from faceembed.data.lfw import read_landmarks
+
+    landmarks = read_landmarks(root / "lfw_landmark.txt")
+    names = sorted(landmarks)[:PARITY_COUNT]
+    size = (spec.height, spec.width)
+    faces = align_images_in_memory(root / "images", landmarks, names, size=size, workers=1)
+    return ((faces.astype(np.float32) - spec.mean) / spec.scale).astype(np.float32)
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out: str | Path,
+    fp16: bool = False,
+    parity_input: str | Path | None = None,
+    opset: int = 17,
+) -> ParityReport:
+    """``faceembed export``: export with a parity check on real inputs (given, or the model's default)."""
+    spec = InputSpec.from_dict(read_checkpoint(checkpoint)["input"])
+    if parity_input is not None:
+        inputs = load_tensor_input(parity_input, spec.nhwc)
+    else:
+        inputs = default_parity_inputs(spec)
+    return export_onnx(checkpoint, out, inputs, fp16=fp16, opset=opset)

@@ -1,0 +1,121 @@
+"""faceembed's checkpoint format (docs/formats.md): one ``torch.save`` dict readable with
+``weights_only=True``::
+
+    {"format": "faceembed-checkpoint", "version": 1,
+     "arch": "mnist_classifier", "config": {...constructor kwargs...},
+     "input": InputSpec as a dict, "state_dict": {...}, "extra": {...JSON-able...}}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from faceembed.errors import CheckpointError, MissingInputError
+from faceembed.files import write_with
+from faceembed.models import build
+
+FORMAT = "faceembed-checkpoint"
+VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """How raw pixels become the model's input tensor, and what the exported model is called with.
+
+    Files and exported models use NHWC (the reference workflow's layout); PyTorch modules take NCHW.
+    ``x = (pixel - mean) / scale`` on uint8 pixels, channels in ``color`` order.
+    """
+
+    height: int
+    width: int
+    channels: int
+    mean: float
+    scale: float
+    color: str = "RGB"  # "GRAY" or "RGB"
+    input_name: str = "input"
+    output_names: tuple[str, ...] = ("embedding",)
+
+    @property
+    def nhwc(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["output_names"] = list(self.output_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        d = dict(d)
+        d["output_names"] = tuple(d["output_names"])
+        return cls(**d)
+
+
+MNIST_INPUT = InputSpec(
+    28, 28, 1, mean=0.0, scale=255.0, color="GRAY", input_name="input_x", output_names=("logits", "embedding")
+)
+FACE_INPUT_112x96 = InputSpec(
+    112, 96, 3, mean=127.5, scale=128.0, color="RGB", input_name="input", output_names=("embedding",)
+)
+
+
+def save_checkpoint(
+    path: str | Path,
+    arch: str,
+    config: dict[str, Any],
+    model: nn.Module,
+    input_spec: InputSpec,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": arch,
+        "config": dict(config),
+        "input": input_spec.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": dict(extra or {}),
+    }
+    write_with(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and validate a checkpoint dict (no model is built)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError("checkpoint not found", path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign pickles
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"not a faceembed checkpoint ({first[:160]})", path) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            "not a faceembed checkpoint (no 'format' key); convert foreign checkpoints with "
+            "'faceembed import'",
+            path,
+        )
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint version {payload.get('version')} is not {VERSION}", path)
+    return payload
+
+
+def load_checkpoint(path: str | Path, expect_arch: str | None = None) -> tuple[nn.Module, InputSpec, dict]:
+    """Build the checkpoint's network, load its weights strictly, and return (model in eval mode, spec, extra)."""
+    payload = read_checkpoint(path)
+    arch = payload["arch"]
+    if expect_arch is not None and arch != expect_arch:
+        raise CheckpointError(f"checkpoint holds a {arch!r} model, expected {expect_arch!r}", path)
+    model = build(arch, **payload["config"])
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights do not fit {arch!r}: {str(exc).splitlines()[0]}", path) from None
+    model.eval()
+    return model, InputSpec.from_dict(payload["input"]), payload.get("extra", {})

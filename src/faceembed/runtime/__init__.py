@@ -1,0 +1,1 @@
+"""Backends (torch / ONNX Runtime / OpenVINO), batch inference over files."""
