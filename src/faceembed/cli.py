@@ -94,19 +94,30 @@ def export(
 
 @app.command()
 def tobin(
-    dataset: Annotated[str, typer.Argument(help="'mnist'.")],
-    out: Annotated[Path, typer.Option(help="Output folder for {i}_image.bin, {i}_label.txt, manifest.json.")],
-    split: Annotated[str, typer.Option(help="train | test")] = "test",
-    batch_size: Annotated[int, typer.Option(help="Images per .bin file.")] = 32,
+    dataset: Annotated[str, typer.Argument(help="mnist | lfw")],
+    out: Annotated[Path, typer.Option(help="Output folder for the .bin files and manifest.json.")],
+    split: Annotated[str, typer.Option(help="mnist: train | test")] = "test",
+    batch_size: Annotated[int | None, typer.Option(help="Images per .bin file (mnist 32, lfw 1).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N images (e.g. 5120).")] = None,
-    shuffle_seed: Annotated[int | None, typer.Option(help="Draw a random subset with this seed.")] = None,
+    shuffle_seed: Annotated[int | None, typer.Option(help="mnist: draw a random subset with this seed.")] = None,
+    data: Annotated[Path, typer.Option(help="lfw: the LFW folder (images/, pairs.txt).")] = Path("../shared/data/lfw"),
+    landmarks: Annotated[Path | None, typer.Option(help="lfw: landmark file (default lfw_landmark.txt).")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="lfw: write the images of this pairs file.")] = None,
+    all_images: Annotated[bool, typer.Option(help="lfw: every image, not only those in pairs.txt.")] = False,
+    flip: Annotated[bool, typer.Option(help="lfw: mirror the faces (flip test-time augmentation).")] = False,
+    progress: Progress = True,
 ) -> None:
-    """Write preprocessed input tensors as raw little-endian float32 files, one per batch."""
-    from faceembed.data.tobin import tobin_mnist
+    """Write preprocessed input tensors as raw little-endian float32 files (NHWC) plus a manifest."""
+    from faceembed.data.tobin import tobin_lfw, tobin_mnist
 
-    if dataset != "mnist":
-        raise FaceembedError(f"unknown dataset {dataset!r}; 'mnist' is supported")
-    _print_json(vars(tobin_mnist(out, split, batch_size, limit, shuffle_seed)))
+    if dataset == "mnist":
+        summary = tobin_mnist(out, split, batch_size or 32, limit, shuffle_seed)
+    elif dataset == "lfw":
+        summary = tobin_lfw(data, out, landmarks, batch_size or 1, pairs_only=not all_images, flip=flip,
+                            limit=limit, progress=progress, pairs=pairs)
+    else:
+        raise FaceembedError(f"unknown dataset {dataset!r}; choose mnist or lfw")
+    _print_json(vars(summary))
 
 
 @app.command()
@@ -189,6 +200,87 @@ def demo(
         demos.lfw_demo(out, json_out, data=data, quick=quick, progress=progress)
     else:
         raise FaceembedError(f"unknown demo {name!r}; choose mnist or lfw")
+
+
+@app.command("import")
+def import_(
+    source: Annotated[Path, typer.Argument(help="Foreign checkpoint (e.g. mobilefacenet_casia_112x96.ckpt).")],
+    out: Annotated[Path, typer.Option(help="faceembed checkpoint to write.")],
+    arch: Annotated[str, typer.Option(help="Architecture of the weights.")] = "mobilefacenet",
+) -> None:
+    """Convert a foreign PyTorch checkpoint into faceembed's format (loaded strictly, weights_only)."""
+    from faceembed.models.importers import import_checkpoint
+
+    _print_json(import_checkpoint(source, out, arch))
+
+
+@app.command()
+def align(
+    images: Annotated[Path, typer.Option(help="Image root (LFW: images/ with one folder per person).")],
+    landmarks: Annotated[Path, typer.Option(help="Landmark file (either LFW format).")],
+    out: Annotated[Path, typer.Option(help="Output folder: Name/Name_0001.png, contact_sheet.png.")],
+    size: Annotated[str, typer.Option(help="112x96 or 112x112.")] = "112x96",
+    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    on_error: Annotated[str, typer.Option(help="stop | skip (bad images go to skipped.txt).")] = "stop",
+    progress: Progress = True,
+) -> None:
+    """Align every image with a 5-point similarity transform onto the SphereFace/PFE template."""
+    from faceembed.data.align import align_dataset
+    from faceembed.data.images import list_images
+    from faceembed.data.lfw import read_landmarks
+
+    try:
+        h, w = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise FaceembedError(f"--size must look like 112x96, not {size!r}") from None
+    summary = align_dataset(images, read_landmarks(landmarks), list_images(images), out, (h, w), workers,
+                            progress, on_error)
+    _print_json({"aligned": summary.aligned, "fallback_center_crop": summary.fallback, "skipped": summary.skipped,
+                 "failed": len(summary.failed), "seconds": round(summary.seconds, 2)})
+    if summary.failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def verify(
+    pairs: Annotated[Path, typer.Option(help="pairs.txt (View 2: 10 folds) or a View 1 file.")],
+    features: Annotated[Path, typer.Option(help="infer output folder (inputs from 'tobin lfw') or .npz file.")],
+    metric: Annotated[str, typer.Option(help="cosine | mls")] = "cosine",
+    flip_features: Annotated[Path | None, typer.Option(help="Features of the mirrored images.")] = None,
+    flip_mode: Annotated[str, typer.Option(help="concat | mean")] = "concat",
+    mean_subtract: Annotated[bool, typer.Option(help="Per-fold mean subtraction (mean of the 9 others).")] = False,
+    roc_plot: Annotated[Path | None, typer.Option("--plot", help="ROC curve PNG.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+) -> None:
+    """10-fold verification accuracy (threshold from the other 9 folds), ROC, AUC, EER, TAR at FAR."""
+    from faceembed.evaluation.verification_files import verify_files
+
+    result = verify_files(pairs, features, metric, flip_features, flip_mode, mean_subtract, roc_plot, json_out)
+    typer.echo(f"{metric} accuracy {result['accuracy']:.4f} +- {result['accuracy_std']:.4f} "
+               f"on {result['pairs']} pairs; AUC {result['auc']:.4f}, EER {result['eer']:.4f}")
+
+
+@app.command("train-pfe")
+def train_pfe(
+    backbone: Annotated[Path, typer.Option(help="faceembed checkpoint of the frozen backbone ('faceembed import').")],
+    out: Annotated[Path, typer.Option(help="Output folder: heads/fold_KK.pt, pfe_results.json, cache/.")],
+    lfw: Annotated[Path, typer.Option(help="LFW folder (images/, pairs.txt).")] = Path("../shared/data/lfw"),
+    landmarks: Annotated[Path | None, typer.Option(help="Landmark file (default LFW lfw_landmark.txt).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Most training steps per head.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    progress: Progress = True,
+) -> None:
+    """Train PFE uncertainty heads with LFW's cross-fold protocol: head k never sees fold k's people."""
+    from dataclasses import replace
+
+    from faceembed.training.train_pfe import PFETrainConfig, train_pfe_crossfold
+
+    config = PFETrainConfig()
+    given = {"max_steps": max_steps, "seed": seed}
+    config = replace(config, **{k: v for k, v in given.items() if v is not None})
+    result = train_pfe_crossfold(backbone, lfw, landmarks or lfw / "lfw_landmark.txt", out, config, progress)
+    _print_json({k: result[k] for k in ("cosine", "mls", "mls_minus_cosine", "timing_s")})
+
 
 
 def main() -> None:

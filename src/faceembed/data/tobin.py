@@ -56,6 +56,7 @@ def write_batches(
     label_name: str = "{i}_label.txt",
     extra: dict | None = None,
     input_name: str = "input",
+    items: list[str] | None = None,
 ) -> TobinSummary:
     """Write ``x`` (NHWC float32) in batches of ``batch_size``: ``{i}_image.bin`` + ``{i}_label.txt``.
 
@@ -72,6 +73,8 @@ def write_batches(
         chunk = np.ascontiguousarray(x[start : start + batch_size], dtype=np.float32)
         fname = name.format(i=i)
         entry = {"name": fname, "count": int(len(chunk)), "first": int(start)}
+        if items is not None:
+            entry["items"] = list(items[start:start + batch_size])
         path = out / fname
         if path.is_file() and path.stat().st_size == item_bytes * len(chunk):
             skipped += 1
@@ -127,3 +130,30 @@ def tobin_mnist(
         "preprocess": "pixel / 255, NHWC [N, 28, 28, 1]",
     }
     return write_batches(x, labels, out_dir, batch_size, extra=extra, input_name="input_x")
+
+
+def face_tensors(images: np.ndarray, mean: float = 127.5, scale: float = 128.0, flip: bool = False) -> np.ndarray:
+    """Aligned uint8 RGB faces ``[N, H, W, 3]`` as the model's NHWC float32 input; ``flip`` mirrors them."""
+    x = images[:, :, ::-1] if flip else images
+    return ((x.astype(np.float32) - mean) / scale).astype(np.float32)
+
+
+def tobin_lfw(lfw_root: str | Path, out_dir: str | Path, landmarks: str | Path | None = None,
+              batch_size: int = 1, pairs_only: bool = True, flip: bool = False, limit: int | None = None,
+              size: tuple[int, int] = (112, 96), workers: int | None = None,
+              progress: bool = True, pairs: str | Path | None = None) -> TobinSummary:
+    """``faceembed tobin lfw``: align LFW faces (landmark file) and write them as ``{i}.bin`` files, the
+    reference's PFE layout; the manifest's ``items`` name the image behind every row. By default only the
+    images of ``pairs`` (``pairs.txt``) are written."""
+    from faceembed.data.align import align_images_in_memory
+    from faceembed.data.lfw import list_lfw_images, pair_images, read_landmarks, read_pairs
+
+    root = Path(lfw_root)
+    marks = read_landmarks(Path(landmarks) if landmarks else root / "lfw_landmark.txt")
+    names = pair_images(read_pairs(Path(pairs) if pairs else root / "pairs.txt")) if pairs_only else list_lfw_images(root / "images")
+    names = names[:limit] if limit else names
+    faces = align_images_in_memory(root / "images", marks, names, size=size, workers=workers, progress=progress)
+    extra = {"dataset": "lfw", "flip": flip, "preprocess": "(x - 127.5) / 128, RGB, NHWC, aligned with "
+             f"{Path(landmarks).name if landmarks else 'lfw_landmark.txt'}"}
+    return write_batches(face_tensors(faces, flip=flip), None, out_dir, batch_size, name="{i}.bin",
+                         extra=extra, input_name="input", items=names)

@@ -38,8 +38,9 @@ def load_tensor_input(path: str | Path, item_shape: tuple[int, ...], limit: int 
 
 
 def lfw_root() -> Path | None:
-    """LFW from $FACEEMBED_LFW or ../shared/data/lfw, if present."""
-    for candidate in (os.environ.get("FACEEMBED_LFW"), "../shared/data/lfw"):
+    """LFW from $FACEEMBED_LFW, ../shared/data/lfw, or the shared folder beside a source checkout, if present."""
+    beside_checkout = Path(__file__).resolve().parents[4] / "shared" / "data" / "lfw"
+    for candidate in (os.environ.get("FACEEMBED_LFW"), "../shared/data/lfw", beside_checkout):
         if candidate and (Path(candidate) / "images").is_dir():
             return Path(candidate)
     return None
@@ -76,8 +77,5 @@ def export_checkpoint(
 ) -> ParityReport:
     """``faceembed export``: export with a parity check on real inputs (given, or the model's default)."""
     spec = InputSpec.from_dict(read_checkpoint(checkpoint)["input"])
-    if parity_input is not None:
-        inputs = load_tensor_input(parity_input, spec.nhwc)
-    else:
-        inputs = default_parity_inputs(spec)
+    inputs = load_tensor_input(parity_input, spec.nhwc) if parity_input is not None else default_parity_inputs(spec)
     return export_onnx(checkpoint, out, inputs, fp16=fp16, opset=opset)

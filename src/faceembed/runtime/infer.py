@@ -159,7 +159,7 @@ def infer_files(
             bar.advance(task)
             if _outputs_complete(out_dir, path, len(be.output_names), outfmt):
                 summary.files_skipped += 1
-                file_records.append({"input": path.name, "skipped": True})
+                file_records.append({"input": path.name, "skipped": True, **_items_of(manifest, path)})
                 continue
             try:
                 data = read_input_file(path, be.item_shape, manifest)
@@ -179,7 +179,8 @@ def infer_files(
             summary.files_done += 1
             summary.images += len(data)
             file_records.append(
-                {"input": path.name, "count": int(len(data)), "shapes": [list(o.shape) for o in outputs]}
+                {"input": path.name, "count": int(len(data)), "shapes": [list(o.shape) for o in outputs],
+                 **_items_of(manifest, path)}
             )
     _finish_summary(summary, times, loop)
     if summary.failed:
@@ -200,6 +201,14 @@ def infer_files(
     )
     write_json(out_dir / SUMMARY, summary.to_dict())
     return summary
+
+
+def _items_of(manifest: dict | None, path: Path) -> dict[str, Any]:
+    """The input manifest's item names for this file (e.g. LFW image paths), carried into outputs.json."""
+    if manifest is None:
+        return {}
+    entry = next((f for f in manifest["files"] if f.get("name") == path.name), {})
+    return {"items": entry["items"]} if "items" in entry else {}
 
 
 def _item_shapes(be: Backend) -> list:
