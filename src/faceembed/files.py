@@ -75,6 +75,16 @@ def append_line(path: str | Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
+def remove_stale_temps(folder: str | Path) -> int:
+    """Delete temporary files a killed writer left in ``folder`` (``.NAME.XXXX.tmp.EXT``); returns the count."""
+    removed = 0
+    for tmp in Path(folder).glob(".*.tmp*"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)

@@ -24,7 +24,7 @@ from faceembed.data.tensorfiles import (
     write_output,
 )
 from faceembed.errors import FaceembedError, NonFiniteError
-from faceembed.files import write_json, write_text
+from faceembed.files import remove_stale_temps, write_json, write_text
 from faceembed.runtime.backends import Backend, load_backend
 
 SUMMARY = "infer_summary.json"
@@ -144,11 +144,12 @@ def infer_files(
         raise FaceembedError(f"--on-error must be 'stop' or 'skip', not {on_error!r}")
     if not 1 <= loop <= 100:
         raise FaceembedError(f"--loop must be between 1 and 100, not {loop}")
+    be = backend_obj or load_backend(model, backend, precision, threads, provider)
     files = list_input_files(inputs)
     manifest = read_manifest(files[0].parent)
-    be = backend_obj or load_backend(model, backend, precision, threads, provider)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)
     summary = InferSummary(str(model), be.name, be.precision)
     times: list[float] = []
     warm = warmup
