@@ -93,6 +93,22 @@ def export(
 
 
 @app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="fp32 ONNX model.")],
+    calibrate: Annotated[Path, typer.Option(help="Real inputs: a tensor folder ('tobin') or .npy (NHWC).")],
+    out: Annotated[Path, typer.Option(help="int8 ONNX model to write.")],
+    max_images: Annotated[int, typer.Option(help="Calibration images.")] = 256,
+    method: Annotated[str, typer.Option(help="minmax | percentile | entropy")] = "minmax",
+) -> None:
+    """Static int8 quantization (QDQ, per-channel weights) calibrated on real images."""
+    from faceembed.export.quantize import quantize_model
+
+    report = quantize_model(model, calibrate, out, max_images, method)
+    report.pop("agreement_json", None)
+    _print_json(report)
+
+
+@app.command()
 def tobin(
     dataset: Annotated[str, typer.Argument(help="mnist | lfw")],
     out: Annotated[Path, typer.Option(help="Output folder for the .bin files and manifest.json.")],
