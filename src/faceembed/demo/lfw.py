@@ -104,7 +104,8 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
         sigmas = dict(zip(names, sig, strict=True))
         flips = dict(zip(names, mu_flip, strict=True))
         cos = verify_features(pairs, feats, metric="cosine", flip_mode=None)
-        mls = verify_features(pairs, feats, sigma_sq=sigmas, metric="mls", flip_mode=None)
+        mls = calibrated_mls(pairs, verify_features(pairs, feats, sigma_sq=sigmas, metric="mls", flip_mode=None),
+                             torch_results["folds"])
         fms = verify_features(pairs, feats, metric="cosine", flip_features=flips, flip_mode="concat",
                               mean_subtract=True)
         result["cosine"][key], result["mls"][key] = cos.accuracy, mls.accuracy
@@ -123,6 +124,24 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
         write_json(json_path, result)
     console.print(f"done in {result['seconds']:.0f} s")
     return result
+
+
+def calibrated_mls(pairs, raw, fold_info: list[dict[str, Any]]):
+    """Apply each fold head's calibration, fitted on that head's validation people only (train_pfe):
+    score = (MLS - validation threshold) / validation score std; then the 10-fold protocol again."""
+    from dataclasses import replace
+
+    from faceembed.evaluation.verification import auc, tar_at_far, ten_fold_accuracy
+
+    scores = raw.scores.copy()
+    for k, info in enumerate(fold_info):
+        cal = info["calibration"]
+        sel = raw.folds == k
+        scores[sel] = (scores[sel] - cal["val_threshold"]) / cal["val_score_std"]
+    acc = ten_fold_accuracy(scores, raw.same, raw.folds)
+    return replace(raw, scores=scores, accuracy=acc["mean"], accuracy_std=acc["std"],
+                   fold_accuracies=acc["per_fold"], thresholds=acc["thresholds"], auc=auc(scores, raw.same),
+                   tar_at_far={"0.001": tar_at_far(scores, raw.same, 1e-3)})
 
 
 def _lfw_table(result: dict[str, Any]) -> None:

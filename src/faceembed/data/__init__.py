@@ -1,0 +1,1 @@
+"""Data readers and writers: MNIST, LFW, alignment, tensor files, image folders."""

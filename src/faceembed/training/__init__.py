@@ -1,0 +1,1 @@
+"""Training loops: SphereFace classifiers and PFE uncertainty heads."""
