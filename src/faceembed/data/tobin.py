@@ -150,7 +150,10 @@ def tobin_lfw(lfw_root: str | Path, out_dir: str | Path, landmarks: str | Path |
 
     root = Path(lfw_root)
     marks = read_landmarks(Path(landmarks) if landmarks else root / "lfw_landmark.txt")
-    names = pair_images(read_pairs(Path(pairs) if pairs else root / "pairs.txt")) if pairs_only else list_lfw_images(root / "images")
+    if pairs_only:
+        names = pair_images(read_pairs(Path(pairs) if pairs else root / "pairs.txt"))
+    else:
+        names = list_lfw_images(root / "images")
     names = names[:limit] if limit else names
     faces = align_images_in_memory(root / "images", marks, names, size=size, workers=workers, progress=progress)
     extra = {"dataset": "lfw", "flip": flip, "preprocess": "(x - 127.5) / 128, RGB, NHWC, aligned with "
