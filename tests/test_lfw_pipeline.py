@@ -43,3 +43,19 @@ def test_import_export_infer_verify_view1(work):
     assert result["pairs"] == 1000
     # The published checkpoint scores about 0.99 on LFW; View 1 is a sanity bar, not a reported figure.
     assert result["accuracy"] > 0.97 and result["auc"] > 0.99
+
+
+def test_align_cli_on_a_subset(work):
+    lfw = SHARED / "lfw"
+    subset = work / "subset"
+    subset.mkdir()
+    for person in ("Aaron_Eckhart", "Abdullah_Gul", "Zico"):
+        (subset / person).symlink_to(lfw / "images" / person)
+    out = json.loads(cli("align", "--images", "subset", "--landmarks", str(lfw / "lfw_landmark.txt"),
+                         "--out", "aligned", "--no-progress", cwd=work))
+    n = sum(1 for p in subset.glob("*/*.jpg"))
+    assert out["aligned"] + out["fallback_center_crop"] == n and out["failed"] == 0
+    assert (work / "aligned" / "contact_sheet.png").is_file()
+    again = json.loads(cli("align", "--images", "subset", "--landmarks", str(lfw / "lfw_landmark.txt"),
+                           "--out", "aligned", "--no-progress", cwd=work))
+    assert again["skipped"] == n, "a rerun resumes"

@@ -1,0 +1,75 @@
+"""Reading images (OpenCV decoder, RGB out) and listing image folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from faceembed.errors import InputFormatError, MissingInputError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def read_image_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file with ``cv2.imread(IMREAD_COLOR)`` and return it as ``uint8 HxWx3`` RGB.
+
+    Raises:
+        MissingInputError: the file does not exist.
+        InputFormatError: the file is empty, corrupt or not an image OpenCV can read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError("image not found", path)
+    if path.stat().st_size == 0:
+        raise InputFormatError("not a readable image (empty file)", path)
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.size == 0:
+        raise InputFormatError("not a readable image", path)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_image_rgb(path: str | Path, image: np.ndarray) -> None:
+    """Encode ``uint8 HxWx3`` RGB ``image`` to ``path`` (format from the suffix) with OpenCV, atomically."""
+    from faceembed.files import write_with
+
+    bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
+
+    def _write(tmp: Path) -> None:
+        if not cv2.imwrite(str(tmp), bgr):
+            raise InputFormatError("OpenCV could not encode the image", path)
+
+    write_with(path, _write)
+
+
+def list_images(folder: str | Path) -> list[str]:
+    """Sorted ``/``-separated relative paths of every jpg/jpeg/png/bmp file under ``folder``, recursively."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingInputError("image folder not found", folder)
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, folder)
+        for name in filenames:
+            if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                out.append(rel.replace(os.sep, "/"))
+    return sorted(out)
+
+
+def list_identity_folder(root: str | Path) -> list[tuple[str, str]]:
+    """``(relpath, person_name)`` for a one-folder-per-person tree (``root/Person/img.jpg``), sorted.
+
+    The person is the first path component; images directly in ``root`` are rejected.
+    """
+    out: list[tuple[str, str]] = []
+    for rel in list_images(root):
+        if "/" not in rel:
+            raise InputFormatError(
+                f"image {rel!r} is not inside a per-person folder", Path(root) / rel
+            )
+        out.append((rel, rel.split("/", 1)[0]))
+    return out
