@@ -109,6 +109,33 @@ def quantize(
 
 
 @app.command()
+def bench(
+    models: Annotated[str, typer.Option(help="Comma-separated: mnist, mobilefacenet, sphere20, sphere64, pfe, "
+                                             "pfe-sphere64.")] = "mnist,mobilefacenet,sphere20,pfe",
+    backends: Annotated[str, typer.Option(help="Comma-separated: torch, ort, openvino.")] = "torch,ort,openvino",
+    precision: Annotated[str, typer.Option(help="Comma-separated: fp32, bf16, int8.")] = "fp32,bf16,int8",
+    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,32",
+    threads: Annotated[int, typer.Option(help="Threads for every backend.")] = 2,
+    min_seconds: Annotated[float, typer.Option(help="Time each configuration at least this long.")] = 1.0,
+    data: Annotated[Path | None, typer.Option(help="../shared/data: real LFW faces and MobileFaceNet weights.")] = None,
+    work_dir: Annotated[Path, typer.Option(help="Where prepared models are kept.")] = Path("runs/bench"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Chart PNG.")] = None,
+    progress: Progress = True,
+) -> None:
+    """Time every model x backend x precision x batch against the peers' defaults, with accuracy checked."""
+    from faceembed.bench import BenchOptions, run_bench
+    from faceembed.report.bench_table import print_bench
+
+    def split(text: str) -> list[str]:
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+    options = BenchOptions(split(models), split(backends), split(precision), [int(b) for b in split(batch)],
+                           threads, min_seconds, work_dir=work_dir, data=data)
+    print_bench(run_bench(options, json_out, plot, progress))
+
+
+@app.command()
 def tobin(
     dataset: Annotated[str, typer.Argument(help="mnist | lfw")],
     out: Annotated[Path, typer.Option(help="Output folder for the .bin files and manifest.json.")],

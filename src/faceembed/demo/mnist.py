@@ -43,7 +43,7 @@ def run_mnist_demo(out: str | Path, json_path: str | Path | None = None, quick: 
     out = Path(out)
     config = TrainConfig.quick() if quick else TrainConfig()
     train_dir = out / "train"
-    _step(f"train {config.loss} (m={config.m}) for {config.epochs} epochs -> {train_dir}")
+    _step(f"train {config.loss} (margin {config.m or 'default'}) for {config.epochs} epochs -> {train_dir}")
     t0 = time.perf_counter()
     metrics = train_mnist(config, train_dir, resume=(train_dir / "state.pt").exists(), progress=progress)
     train_seconds = time.perf_counter() - t0

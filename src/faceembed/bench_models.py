@@ -1,0 +1,106 @@
+"""The models ``faceembed bench`` measures, prepared once into ``work_dir``: a checkpoint, its fp32 ONNX
+export (parity-checked), an int8 QDQ model calibrated on real inputs, and 32 real input rows.
+
+Weights: ``mobilefacenet`` and the ``pfe`` backbone use the published MobileFaceNet checkpoint when
+``data`` has it; ``mnist`` uses a trained demo checkpoint when one is found; others (and the PFE heads) keep
+their initialisation, which is all a speed measurement needs. Inputs are always real: MNIST test digits,
+or LFW faces aligned with the provided landmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from faceembed.export.onnx_export import export_onnx
+from faceembed.export.quantize import quantize_model
+from faceembed.models import build
+from faceembed.models.checkpoint import MNIST_INPUT, FACE_INPUT_112x96, save_checkpoint
+
+BENCH_MODELS = ("mnist", "mobilefacenet", "sphere20", "sphere64", "pfe", "pfe-sphere64")
+WEIGHTS = "weights/mobilefacenet_casia_112x96.ckpt"
+MNIST_TRAINED = ("runs/demo/train/checkpoint.pt", "runs/bench/mnist_trained.pt")
+
+
+@dataclass
+class BenchModel:
+    """Files and inputs of one benchmarked model."""
+
+    name: str
+    checkpoint: Path
+    onnx_fp32: Path
+    onnx_int8: Path
+    inputs: np.ndarray
+    is_classifier: bool
+
+
+def _face_inputs(data: Path | None, n: int = 256) -> np.ndarray:
+    from faceembed.data.tobin import face_tensors
+    from faceembed.export.parity_inputs import lfw_root
+
+    root = data / "lfw" if data else lfw_root()
+    if root is None or not (root / "images").is_dir():
+        raise FileNotFoundError("bench needs real faces: pass --data ../shared/data (LFW)")
+    from faceembed.data.align import align_images_in_memory
+    from faceembed.data.lfw import read_landmarks
+
+    marks = read_landmarks(root / "lfw_landmark.txt")
+    names = sorted(marks)[::max(1, len(marks) // n)][:n]
+    return face_tensors(align_images_in_memory(root / "images", marks, names, workers=1))
+
+
+def _checkpoint(name: str, path: Path, data: Path | None) -> None:
+    torch.manual_seed(0)
+    if name == "mnist":
+        trained = next((Path(p) for p in MNIST_TRAINED if Path(p).is_file()), None)
+        if trained:
+            path.write_bytes(trained.read_bytes())
+            return
+        config = {"embedding_size": 64}
+        save_checkpoint(path, "mnist_classifier", config, build("mnist_classifier", **config), MNIST_INPUT)
+        return
+    if name in ("sphere20", "sphere64"):
+        save_checkpoint(path, name, {"embedding_size": 512}, build(name, embedding_size=512), FACE_INPUT_112x96)
+        return
+    if name == "mobilefacenet" and data and (data / WEIGHTS).is_file():
+        from faceembed.models.importers import import_checkpoint
+
+        import_checkpoint(data / WEIGHTS, path)
+        return
+    if name == "mobilefacenet":
+        save_checkpoint(path, name, {"embedding_size": 128}, build(name, embedding_size=128), FACE_INPUT_112x96)
+        return
+    backbone = "sphere64" if name == "pfe-sphere64" else "mobilefacenet"
+    config = {"backbone": backbone, "backbone_config": {"embedding_size": 512 if backbone == "sphere64" else 128}}
+    model = build("pfe", **config)
+    if backbone == "mobilefacenet" and data and (data / WEIGHTS).is_file():
+        from faceembed.models.importers import extract_state_dict
+
+        state, _ = extract_state_dict(torch.load(data / WEIGHTS, map_location="cpu", weights_only=True))
+        model.backbone.load_state_dict(state)
+    spec = FACE_INPUT_112x96.__class__(**{**FACE_INPUT_112x96.to_dict(), "output_names": ("mu", "sigma_sq")})
+    save_checkpoint(path, "pfe", config, model.eval(), spec)
+
+
+def prepare_model(name: str, work_dir: str | Path, data: str | Path | None = None) -> BenchModel:
+    """Make (or reuse) the checkpoint, fp32 ONNX and int8 ONNX of bench model ``name``."""
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    data = Path(data) if data else None
+    if name == "mnist":
+        from faceembed.data.tobin import mnist_tensors
+
+        calib = mnist_tensors("test", limit=256)[0]
+    else:
+        calib = _face_inputs(data)
+    ckpt, fp32, int8 = (work / f"{name}{suffix}" for suffix in (".pt", ".onnx", ".int8.onnx"))
+    if not ckpt.exists():
+        _checkpoint(name, ckpt, data)
+    if not fp32.exists():
+        export_onnx(ckpt, fp32, calib[:32])
+    if not int8.exists():
+        quantize_model(fp32, calib, int8, max_images=len(calib))
+    return BenchModel(name, ckpt, fp32, int8, np.ascontiguousarray(calib[:32]), name == "mnist")

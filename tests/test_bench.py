@@ -1,0 +1,43 @@
+"""``faceembed bench`` on one small model for a few iterations: report structure and sanity only
+(no timing thresholds)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from faceembed.bench import best_rows, speedups
+
+
+def test_bench_mnist_report_structure(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "faceembed", "bench", "--models", "mnist", "--batch", "1,4",
+                           "--min-seconds", "0.02", "--threads", "1", "--work-dir", "w", "--json", "b.json",
+                           "--plot", "b.png", "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert set(report["peak_gflops"]) == {"fp32", "bf16"} and report["peak_gflops"]["fp32"] > 0
+    assert report["threads"] == 1
+    keys = {"model", "backend", "precision", "batch", "config", "ms_per_batch_median", "ms_per_batch_p90",
+            "images_per_s", "gflop_per_image", "fraction_of_peak", "accuracy_ok", "peer_default"}
+    rows = report["rows"]
+    assert rows and all(keys <= set(r) for r in rows)
+    assert {r["backend"] for r in rows} >= {"torch", "ort", "openvino"}
+    assert sum(r["peer_default"] for r in rows) == 3 * 2, "three peer defaults at two batch sizes"
+    for r in rows:
+        assert r["ms_per_batch_p90"] >= r["ms_per_batch_median"] > 0
+        assert r["gflop_per_image"] > 0 and 0 < r["fraction_of_peak"] < 1.5
+    fp32_ort = [r for r in rows if r["backend"] == "ort" and r["precision"] == "fp32"]
+    assert all(r["accuracy_ok"] for r in fp32_ort), "fp32 ONNX Runtime matches PyTorch"
+    best = report["best"]["mnist"]
+    assert set(best) == {"1", "4"} and all(rows[i]["accuracy_ok"] for i in best.values())
+    assert (tmp_path / "b.png").stat().st_size > 1000
+
+
+def test_best_is_fastest_accurate_row():
+    rows = [{"model": "m", "batch": 1, "images_per_s": 10.0, "accuracy_ok": True, "peer_default": True},
+            {"model": "m", "batch": 1, "images_per_s": 50.0, "accuracy_ok": False, "peer_default": False},
+            {"model": "m", "batch": 1, "images_per_s": 20.0, "accuracy_ok": True, "peer_default": False}]
+    assert best_rows(rows) == {"m": {"1": 2}}
+    assert speedups(rows, best_rows(rows)) == {"m": {"1": 2.0}}
