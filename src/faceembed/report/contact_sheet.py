@@ -8,7 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from faceembed.data.images import write_image_rgb
+from faceembed.errors import FaceembedError
+from faceembed.files import write_with
 
 
 def make_contact_sheet(images: Sequence[np.ndarray], path: str | Path, cols: int = 8, gap: int = 2) -> None:
@@ -32,4 +33,10 @@ def make_contact_sheet(images: Sequence[np.ndarray], path: str | Path, cols: int
         r, c = divmod(i, cols)
         y, x = gap + r * (h + gap), gap + c * (w + gap)
         sheet[y:y + h, x:x + w] = tile[:, :, :3]
-    write_image_rgb(path, sheet)
+    bgr = np.ascontiguousarray(sheet[..., ::-1])
+
+    def _write(tmp: Path) -> None:
+        if not cv2.imwrite(str(tmp), bgr):
+            raise FaceembedError("OpenCV could not encode the contact sheet", path)
+
+    write_with(path, _write)
