@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from faceembed.data.tensorfiles import read_utf8
 from faceembed.errors import InputFormatError, MissingInputError
 from faceembed.files import write_text
 
@@ -57,13 +58,7 @@ def image_relpath(name: str, idx: int) -> str:
 
 
 def _read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise MissingInputError("file not found", path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputFormatError(f"not UTF-8 text ({exc.reason})", path) from None
-    lines = text.splitlines()
+    lines = read_utf8(path).splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     return lines

@@ -93,16 +93,20 @@ def parse_txt(text: str, path: str | Path | None = None) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64)
 
 
-def read_text_tensor(path: str | Path) -> np.ndarray:
-    """Read a TXT tensor file (UTF-8), with a clear error for undecodable bytes."""
+def read_utf8(path: str | Path, what: str = "file") -> str:
+    """A text file's contents, with one-line errors for a missing file or undecodable bytes."""
     path = Path(path)
     if not path.is_file():
-        raise MissingInputError("tensor file not found", path)
+        raise MissingInputError(f"{what} not found", path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InputFormatError(f"not UTF-8 text (byte {exc.start})", path) from None
-    return parse_txt(text, path)
+
+
+def read_text_tensor(path: str | Path) -> np.ndarray:
+    """Read a TXT tensor file (UTF-8), with a clear error for undecodable bytes."""
+    return parse_txt(read_utf8(path, "tensor file"), path)
 
 
 def write_output(path: str | Path, array: np.ndarray, outfmt: str) -> None:
