@@ -24,3 +24,18 @@ def lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str | P
     from faceembed.demo.lfw import run_lfw_demo
 
     return run_lfw_demo(out, json_path, data=data, quick=quick, progress=progress)
+
+
+DEMOS = {"mnist": mnist_demo, "lfw": lfw_demo}
+
+
+def run_demo(name: str, out: str | Path, json_path: str | Path | None = None, data: str | Path | None = None,
+             quick: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the demo called ``name`` (a key of ``DEMOS``)."""
+    from faceembed.errors import FaceembedError
+
+    if name not in DEMOS:
+        raise FaceembedError(f"unknown demo {name!r}; choose one of {', '.join(DEMOS)}")
+    if name == "mnist":
+        return mnist_demo(out, json_path, quick=quick, progress=progress)
+    return DEMOS[name](out, json_path, data=data, quick=quick, progress=progress)

@@ -1,32 +1,19 @@
-"""The ``faceembed`` command: parse, call one public function, print. Errors print as one line:
-exit 2 for bad input, 1 for internal failures, 130 when interrupted."""
+"""Commands of the offline-inference pipeline: train, export, quantize, bench, tobin, infer, accuracy, demo."""
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from faceembed.cli._app import Progress, app, print_json
 from faceembed.errors import FaceembedError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Train, export, run offline and evaluate face-embedding models.",
-)
-
-Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+PANEL = "Pipeline: train, export, run, evaluate"
 
 
-def _print_json(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2))
-
-
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def train(
     out: Annotated[Path, typer.Option(help="Output folder: checkpoint.pt, state.pt, metrics.jsonl, PNGs.")],
     dataset: Annotated[str, typer.Option(help="Dataset: 'mnist'.")] = "mnist",
@@ -63,10 +50,10 @@ def train(
         "num_threads": threads,
     }
     config = replace(config, **{k: v for k, v in given.items() if v is not None})
-    _print_json(train_mnist(config, out, resume=resume, progress=progress))
+    print_json(train_mnist(config, out, resume=resume, progress=progress))
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="faceembed checkpoint (.pt).")],
     out: Annotated[Path, typer.Option(help="ONNX file to write.")],
@@ -92,7 +79,7 @@ def export(
     typer.echo(f"wrote {out} ({report.precision}), parity OK at batch {report.batches}")
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def quantize(
     model: Annotated[Path, typer.Argument(help="fp32 ONNX model.")],
     calibrate: Annotated[Path, typer.Option(help="Real inputs: a tensor folder ('tobin') or .npy (NHWC).")],
@@ -105,10 +92,10 @@ def quantize(
 
     report = quantize_model(model, calibrate, out, max_images, method)
     report.pop("agreement_json", None)
-    _print_json(report)
+    print_json(report)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def bench(
     models: Annotated[str, typer.Option(help="Comma-separated: mnist, mobilefacenet, sphere20, sphere64, pfe, "
                                              "pfe-sphere64.")] = "mnist,mobilefacenet,sphere20,pfe",
@@ -135,9 +122,9 @@ def bench(
     print_bench(run_bench(options, json_out, plot, progress))
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def tobin(
-    dataset: Annotated[str, typer.Argument(help="mnist | lfw")],
+    dataset: Annotated[str, typer.Argument(help="mnist | lfw | photos")],
     out: Annotated[Path, typer.Option(help="Output folder for the .bin files and manifest.json.")],
     split: Annotated[str, typer.Option(help="mnist: train | test")] = "test",
     batch_size: Annotated[int | None, typer.Option(help="Images per .bin file (mnist 32, lfw 1).")] = None,
@@ -160,10 +147,10 @@ def tobin(
                             limit=limit, progress=progress, pairs=pairs)
     else:
         raise FaceembedError(f"unknown dataset {dataset!r}; choose mnist or lfw")
-    _print_json(vars(summary))
+    print_json(vars(summary))
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def infer(
     model: Annotated[Path, typer.Option(help="ONNX file (ort, openvino) or checkpoint (torch).")],
     input: Annotated[str, typer.Option("--input", help="Folder, or files separated by commas.")],
@@ -195,12 +182,12 @@ def infer(
         on_error=on_error,
         progress=progress,
     )
-    _print_json(summary.to_dict())
+    print_json(summary.to_dict())
     if summary.files_failed:
         raise typer.Exit(2)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def accuracy(
     labels: Annotated[Path, typer.Option(help="Folder of {i}_label.txt files.")],
     predictions: Annotated[Path, typer.Option(help="Folder of {i}_..._output_K files.")],
@@ -225,7 +212,7 @@ def accuracy(
     typer.echo(f"accuracy {result.accuracy:.4f} on {result.images} images in {result.files} files")
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def demo(
     name: Annotated[str, typer.Argument(help="mnist | lfw")],
     out: Annotated[Path, typer.Option(help="Working folder.")] = Path("runs/demo"),
@@ -235,108 +222,6 @@ def demo(
     progress: Progress = True,
 ) -> None:
     """Run a whole pipeline and print one results table."""
-    from faceembed import demo as demos
+    from faceembed.demo import run_demo
 
-    if name == "mnist":
-        demos.mnist_demo(out, json_out, quick=quick, progress=progress)
-    elif name == "lfw":
-        demos.lfw_demo(out, json_out, data=data, quick=quick, progress=progress)
-    else:
-        raise FaceembedError(f"unknown demo {name!r}; choose mnist or lfw")
-
-
-@app.command("import")
-def import_(
-    source: Annotated[Path, typer.Argument(help="Foreign checkpoint (e.g. mobilefacenet_casia_112x96.ckpt).")],
-    out: Annotated[Path, typer.Option(help="faceembed checkpoint to write.")],
-    arch: Annotated[str, typer.Option(help="Architecture of the weights.")] = "mobilefacenet",
-) -> None:
-    """Convert a foreign PyTorch checkpoint into faceembed's format (loaded strictly, weights_only)."""
-    from faceembed.models.importers import import_checkpoint
-
-    _print_json(import_checkpoint(source, out, arch))
-
-
-@app.command()
-def align(
-    images: Annotated[Path, typer.Option(help="Image root (LFW: images/ with one folder per person).")],
-    landmarks: Annotated[Path, typer.Option(help="Landmark file (either LFW format).")],
-    out: Annotated[Path, typer.Option(help="Output folder: Name/Name_0001.png, contact_sheet.png.")],
-    size: Annotated[str, typer.Option(help="112x96 or 112x112.")] = "112x96",
-    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
-    on_error: Annotated[str, typer.Option(help="stop | skip (bad images go to skipped.txt).")] = "stop",
-    progress: Progress = True,
-) -> None:
-    """Align every image with a 5-point similarity transform onto the SphereFace/PFE template."""
-    from faceembed.data.align import align_dataset
-    from faceembed.data.images import list_images
-    from faceembed.data.lfw import read_landmarks
-
-    try:
-        h, w = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise FaceembedError(f"--size must look like 112x96, not {size!r}") from None
-    summary = align_dataset(images, read_landmarks(landmarks), list_images(images), out, (h, w), workers,
-                            progress, on_error)
-    _print_json({"aligned": summary.aligned, "fallback_center_crop": summary.fallback, "skipped": summary.skipped,
-                 "failed": len(summary.failed), "seconds": round(summary.seconds, 2)})
-    if summary.failed:
-        raise typer.Exit(2)
-
-
-@app.command()
-def verify(
-    pairs: Annotated[Path, typer.Option(help="pairs.txt (View 2: 10 folds) or a View 1 file.")],
-    features: Annotated[Path, typer.Option(help="infer output folder (inputs from 'tobin lfw') or .npz file.")],
-    metric: Annotated[str, typer.Option(help="cosine | mls")] = "cosine",
-    flip_features: Annotated[Path | None, typer.Option(help="Features of the mirrored images.")] = None,
-    flip_mode: Annotated[str, typer.Option(help="concat | mean")] = "concat",
-    mean_subtract: Annotated[bool, typer.Option(help="Per-fold mean subtraction (mean of the 9 others).")] = False,
-    roc_plot: Annotated[Path | None, typer.Option("--plot", help="ROC curve PNG.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
-) -> None:
-    """10-fold verification accuracy (threshold from the other 9 folds), ROC, AUC, EER, TAR at FAR."""
-    from faceembed.evaluation.verification_files import verify_files
-
-    result = verify_files(pairs, features, metric, flip_features, flip_mode, mean_subtract, roc_plot, json_out)
-    typer.echo(f"{metric} accuracy {result['accuracy']:.4f} +- {result['accuracy_std']:.4f} "
-               f"on {result['pairs']} pairs; AUC {result['auc']:.4f}, EER {result['eer']:.4f}")
-
-
-@app.command("train-pfe")
-def train_pfe(
-    backbone: Annotated[Path, typer.Option(help="faceembed checkpoint of the frozen backbone ('faceembed import').")],
-    out: Annotated[Path, typer.Option(help="Output folder: heads/fold_KK.pt, pfe_results.json, cache/.")],
-    lfw: Annotated[Path, typer.Option(help="LFW folder (images/, pairs.txt).")] = Path("../shared/data/lfw"),
-    landmarks: Annotated[Path | None, typer.Option(help="Landmark file (default LFW lfw_landmark.txt).")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Most training steps per head.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    progress: Progress = True,
-) -> None:
-    """Train PFE uncertainty heads with LFW's cross-fold protocol: head k never sees fold k's people."""
-    from dataclasses import replace
-
-    from faceembed.training.train_pfe import PFETrainConfig, train_pfe_crossfold
-
-    config = PFETrainConfig()
-    given = {"max_steps": max_steps, "seed": seed}
-    config = replace(config, **{k: v for k, v in given.items() if v is not None})
-    result = train_pfe_crossfold(backbone, lfw, landmarks or lfw / "lfw_landmark.txt", out, config, progress)
-    _print_json({k: result[k] for k in ("cosine", "mls", "mls_minus_cosine", "timing_s")})
-
-
-
-def main() -> None:
-    """Console entry point: typed errors become one line on stderr."""
-    try:
-        app()
-    except FaceembedError as exc:
-        typer.echo(f"faceembed: error: {exc.one_line()}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("faceembed: interrupted; rerun the same command to resume", err=True)
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()
+    run_demo(name, out, json_out, data=data, quick=quick, progress=progress)
