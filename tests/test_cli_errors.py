@@ -93,3 +93,23 @@ def _env() -> dict:
 @pytest.mark.parametrize("args", [["tobin", "cifar", "--out", "x"], ["demo", "nothing"]])
 def test_unknown_names(tmp_path, args):
     assert_one_line_error(run_cli(*args, cwd=tmp_path), "unknown")
+
+
+def test_train_resume_from_corrupt_state(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "state.pt").write_bytes(b"PK\x03\x04 torn by a full disk")
+    proc = subprocess.run([sys.executable, "-m", "faceembed", "train", "--out", str(tmp_path / "run"), "--resume",
+                           "--quick", "--limit", "64", "--widths", "4,4", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert_one_line_error(proc, "state.pt", "cannot read the training state")
+
+
+def test_tobin_lfw_truncated_jpeg(tmp_path):
+    from test_resume import _fake_lfw
+
+    _fake_lfw(tmp_path / "lfw")
+    proc = run_cli("tobin", "lfw", "--data", str(tmp_path / "lfw"), "--out", str(tmp_path / "bins"), "--no-progress")
+    assert_one_line_error(proc, "Bob_0002.jpg", "truncated JPEG")  # and no libjpeg warning on stderr
+    skip = run_cli("tobin", "lfw", "--data", str(tmp_path / "lfw"), "--out", str(tmp_path / "bins"),
+                   "--on-error", "skip", "--no-progress")
+    assert skip.returncode == 0 and '"images_failed": 1' in skip.stdout, skip.stderr

@@ -1,11 +1,15 @@
-"""Kill ``infer`` mid-run (SIGKILL), rerun it, and get outputs bit-identical to an uninterrupted run."""
+"""Kill ``infer``, ``train`` and ``tobin`` mid-run (SIGKILL), rerun them, and get outputs bit-identical to an
+uninterrupted run."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,7 @@ from faceembed.models.checkpoint import save_checkpoint
 from test_runtime import SPEC, TinyNet
 
 N_FILES = 240
+MNIST = Path(__file__).resolve().parents[1] / "data" / "mnist"
 
 
 @pytest.fixture
@@ -66,3 +71,134 @@ def test_killed_infer_resumes_to_identical_outputs(tiny_onnx, tmp_path):
     assert _outputs(tmp_path / "out") == _outputs(tmp_path / "ref")
     assert not list((tmp_path / "out").glob(".*tmp*")), "the rerun sweeps the killed writer's temp file"
     assert len(_outputs(tmp_path / "out")) == 2 * N_FILES
+
+
+# ---- train: SIGKILL after a state.pt exists, resume, and match an uninterrupted run bit for bit ---------------
+
+TRAIN_EPOCHS = 5
+
+
+def _train_cmd(out):
+    return [sys.executable, "-m", "faceembed", "train", "--out", str(out), "--quick", "--epochs", str(TRAIN_EPOCHS),
+            "--limit", "384", "--batch-size", "64", "--widths", "8,16,16", "--threads", "1", "--no-progress"]
+
+
+def _metrics(folder):
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # wall time is the one honest difference
+
+
+@pytest.mark.slow
+def test_killed_train_resumes_bit_identical(tmp_path):
+    from faceembed.models.checkpoint import read_checkpoint
+
+    env = {**os.environ, "FACEEMBED_MNIST": str(MNIST)}
+    ref = subprocess.Popen(_train_cmd(tmp_path / "ref"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cut = subprocess.Popen(_train_cmd(tmp_path / "cut"), env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    log = tmp_path / "cut" / "metrics.jsonl"
+    while time.time() < deadline and cut.poll() is None and not (log.exists() and log.read_text().strip()):
+        time.sleep(0.01)  # metrics.jsonl gets its first line right after state.pt of epoch 1 is in place
+    cut.send_signal(signal.SIGKILL)
+    cut.wait(timeout=30)
+    state = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
+    assert 1 <= state["epoch"] < TRAIN_EPOCHS, "the kill must land after a checkpoint and before the end"
+    assert ref.wait(timeout=300) == 0, ref.stderr.read()
+    resumed = subprocess.run([*_train_cmd(tmp_path / "cut"), "--resume"], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    a = read_checkpoint(tmp_path / "ref" / "checkpoint.pt")
+    b = read_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "ref")
+    assert [r["epoch"] for r in _metrics(tmp_path / "cut")] == list(range(1, TRAIN_EPOCHS + 1))
+    assert not list((tmp_path / "cut").glob(".*tmp*"))
+
+
+# ---- tobin: SIGKILL mid-run, rerun: byte-identical folder; partial files redone; bad images skipped ----------
+
+def _tobin_cmd(out, *extra):
+    return [sys.executable, "-m", "faceembed", "tobin", "mnist", "--out", str(out), "--limit", "1536",
+            "--batch-size", "8", "--no-progress", *extra]
+
+
+def _folder_bytes(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_killed_tobin_resumes_to_identical_files(tmp_path):
+    env = {**os.environ, "FACEEMBED_MNIST": str(MNIST)}
+    subprocess.run(_tobin_cmd(tmp_path / "ref"), env=env, check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(_tobin_cmd(tmp_path / "out"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list((tmp_path / "out").glob("*_image.bin"))) < 20:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = len(list((tmp_path / "out").glob("*_image.bin")))
+    assert 0 < before < 192, "the kill must land mid-run"
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["complete"] is False
+    rerun = subprocess.run(_tobin_cmd(tmp_path / "out"), env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["files_skipped"] >= before - 1 and summary["files_done"] + summary["files_skipped"] == 192
+    assert _folder_bytes(tmp_path / "out") == _folder_bytes(tmp_path / "ref")
+
+
+def test_tobin_redoes_partial_files_and_refuses_other_settings(tmp_path):
+    from faceembed.data.tobin import write_batches
+    from faceembed.errors import FaceembedError
+
+    x = np.random.default_rng(0).random((10, 4, 3, 1), dtype=np.float32)
+    y = np.arange(10)
+    first = write_batches(x, y, tmp_path, 3, extra={"dataset": "t"})
+    assert (first.files, first.files_done, first.files_skipped) == (4, 4, 0)
+    ref = _folder_bytes(tmp_path)
+    (tmp_path / "1_image.bin").write_bytes(ref["1_image.bin"][:20])  # torn by another tool
+    (tmp_path / "2_image.bin").unlink()
+    (tmp_path / ".3_image.bin.abcd.tmp.bin").write_bytes(b"half")  # a killed writer's temporary file
+    again = write_batches(x, y, tmp_path, 3, extra={"dataset": "t"})
+    assert (again.files_done, again.files_skipped) == (2, 2)
+    assert _folder_bytes(tmp_path) == ref
+    with pytest.raises(FaceembedError, match="other settings"):
+        write_batches(x[::-1].copy(), y, tmp_path, 3, extra={"dataset": "other"})
+
+
+def _fake_lfw(root):
+    import cv2
+
+    from faceembed.data.lfw import write_landmarks
+
+    rng = np.random.default_rng(0)
+    marks = {}
+    for person in ("Ann", "Bob"):
+        (root / "images" / person).mkdir(parents=True)
+        for i in (1, 2):
+            rel = f"{person}/{person}_{i:04d}.jpg"
+            cv2.imwrite(str(root / "images" / rel), (rng.random((250, 250, 3)) * 255).astype(np.uint8))
+            marks[rel] = np.array([[100, 110], [150, 110], [125, 140], [105, 170], [145, 170]], np.float32)
+    write_landmarks(root / "lfw_landmark.txt", marks, "interleaved")
+    (root / "pairs.txt").write_text("1\nAnn 1 2\nAnn 1 Bob 2\n")
+    good = (root / "images" / "Bob" / "Bob_0002.jpg").read_bytes()
+    (root / "images" / "Bob" / "Bob_0002.jpg").write_bytes(good[: len(good) // 2])  # truncated JPEG
+
+
+def test_tobin_lfw_on_error_skip(tmp_path):
+    from faceembed.data.tobin import tobin_lfw
+    from faceembed.errors import InputFormatError
+
+    _fake_lfw(tmp_path / "lfw")
+    with pytest.raises(InputFormatError, match="Bob_0002.jpg"):
+        tobin_lfw(tmp_path / "lfw", tmp_path / "stop", workers=1, progress=False)
+    summary = tobin_lfw(tmp_path / "lfw", tmp_path / "bins", workers=1, progress=False, on_error="skip")
+    assert (summary.files, summary.files_done, summary.images, summary.images_failed) == (2, 2, 2, 1)
+    skipped = (tmp_path / "bins" / "skipped.txt").read_text().splitlines()
+    assert len(skipped) == 1 and skipped[0].startswith("Bob/Bob_0002.jpg\t") and "truncated JPEG" in skipped[0]
+    manifest = json.loads((tmp_path / "bins" / "manifest.json").read_text())
+    assert [f["items"] for f in manifest["files"]] == [["Ann/Ann_0001.jpg"], ["Ann/Ann_0002.jpg"]]
+    rerun = tobin_lfw(tmp_path / "lfw", tmp_path / "bins", workers=1, progress=False, on_error="skip")
+    assert (rerun.files_done, rerun.files_skipped, rerun.images_failed) == (0, 2, 1)

@@ -13,21 +13,46 @@ from faceembed.errors import InputFormatError, MissingInputError
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 
 
+_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP"}
+
+
+def _image_kind(data: bytes) -> str | None:
+    return next((kind for sig, kind in _SIGNATURES.items() if data.startswith(sig)), None)
+
+
+def _truncation(data: bytes, kind: str | None) -> str | None:
+    """Why a JPEG or PNG is cut short (OpenCV decodes a truncated JPEG silently, grey-filling the rest)."""
+    if kind == "JPEG" and not data[-4096:].rstrip(b"\x00\r\n \xff").endswith(b"\xff\xd9"):
+        return "truncated JPEG: no end-of-image marker (FFD9) at the end of the file"
+    if kind == "PNG" and b"IEND" not in data[-64:]:
+        return "truncated PNG: no IEND chunk at the end of the file"
+    return None
+
+
 def read_image_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file with ``cv2.imread(IMREAD_COLOR)`` and return it as ``uint8 HxWx3`` RGB.
+    """Decode an image file with OpenCV (``IMREAD_COLOR``) and return it as ``uint8 HxWx3`` RGB.
 
     Raises:
         MissingInputError: the file does not exist.
-        InputFormatError: the file is empty, corrupt or not an image OpenCV can read.
+        InputFormatError: the file is empty, truncated, corrupt or not an image OpenCV can read.
     """
     path = Path(path)
     if not path.is_file():
         raise MissingInputError("image not found", path)
-    if path.stat().st_size == 0:
-        raise InputFormatError("not a readable image (empty file)", path)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    data = path.read_bytes()
+    if not data:
+        raise InputFormatError("not a readable image: empty file, expected JPEG, PNG or BMP data", path)
+    kind = _image_kind(data)
+    why = _truncation(data, kind)
+    if why:
+        raise InputFormatError(f"not a readable image: {why}", path)
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.size == 0:
-        raise InputFormatError("not a readable image", path)
+        if kind is None:
+            raise InputFormatError(
+                f"not a readable image: no JPEG, PNG or BMP signature (starts with {data[:8]!r})", path
+            )
+        raise InputFormatError(f"not a readable image: corrupt {kind} data that OpenCV cannot decode", path)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

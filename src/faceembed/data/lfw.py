@@ -57,8 +57,8 @@ def image_relpath(name: str, idx: int) -> str:
     return f"{name}/{name}_{idx:04d}.jpg"
 
 
-def _read_lines(path: Path) -> list[str]:
-    lines = read_utf8(path).splitlines()
+def _read_lines(path: Path, what: str) -> list[str]:
+    lines = read_utf8(path, what).splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -66,7 +66,10 @@ def _read_lines(path: Path) -> list[str]:
 
 def _parse_int(token: str, path: Path, lineno: int, what: str) -> int:
     if not token.isascii() or not token.isdigit():
-        raise InputFormatError(f"{what} is not a non-negative integer: {token!r}", path, f"line {lineno}")
+        raise InputFormatError(f"{what} is not a non-negative integer: {token[:40]!r}", path, f"line {lineno}")
+    if len(token) > 9:  # also keeps int() away from its 4300-digit ValueError
+        raise InputFormatError(f"{what} {token[:40]} is implausibly large, expected at most 9 digits", path,
+                               f"line {lineno}")
     return int(token)
 
 
@@ -86,9 +89,9 @@ def read_pairs(path: str | Path) -> list[Pair]:
             line count that does not match the header (the message names the file and line number).
     """
     path = Path(path)
-    lines = _read_lines(path)
+    lines = _read_lines(path, "pairs file")
     if not lines:
-        raise InputFormatError("empty pairs file", path, "line 1")
+        raise InputFormatError("empty pairs file, expected a header line 'FOLDS<TAB>N' or 'N'", path, "line 1")
     header = lines[0].split()
     if len(header) == 2:
         n_folds = _parse_int(header[0], path, 1, "number of folds")
@@ -201,6 +204,14 @@ def list_lfw_images(root: str | Path) -> list[str]:
     return sorted(out)
 
 
+def _is_float(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
 def _detect_landmark_format(line: str) -> LandmarkFormat:
     return "interleaved" if "\t" in line else "xxyy"
 
@@ -210,18 +221,23 @@ def read_landmarks(path: str | Path, fmt: LandmarkFormat | None = None) -> dict[
 
     ``fmt`` is ``"interleaved"`` (x1 y1 ... x5 y5, the SphereFace ``lfw_landmark.txt``) or ``"xxyy"``
     (x1..x5 then y1..y5, PFE's ``ldmark_lfw_mtcnncaffe.txt``); ``None`` detects it from the first line
-    (TAB-separated means interleaved). Fields may be separated by any whitespace.
+    (TAB-separated means interleaved). Fields may be separated by any whitespace. With ``fmt=None`` an
+    empty file is an error (nothing to detect the format from, and no caller wants zero landmarks); with an
+    explicit ``fmt`` it reads as ``{}`` (the round trip of an empty mapping).
 
     Raises:
-        InputFormatError: wrong field count, a non-numeric or non-finite value, or a duplicated path
-            (the message names the line).
+        InputFormatError: empty file (``fmt=None``), wrong field count, a non-numeric or non-finite value,
+            or a duplicated path (the message names the line).
     """
     path = Path(path)
     if fmt is not None and fmt not in LANDMARK_FORMATS:
         raise ValueError(f"fmt must be one of {LANDMARK_FORMATS}, got {fmt!r}")
-    lines = _read_lines(path)
+    lines = _read_lines(path, "landmark file")
     if fmt is None:
         first = next((ln for ln in lines if ln.strip()), "")
+        if not first:
+            raise InputFormatError("empty landmark file, expected lines 'PATH x1 y1 ... x5 y5' or "
+                                   "'PATH x1..x5 y1..y5'", path, "line 1")
         fmt = _detect_landmark_format(first)
     out: dict[str, np.ndarray] = {}
     for lineno, line in enumerate(lines, start=1):
@@ -235,7 +251,9 @@ def read_landmarks(path: str | Path, fmt: LandmarkFormat | None = None) -> dict[
         try:
             values = [float(v) for v in fields[1:]]
         except ValueError:
-            raise InputFormatError("coordinate is not a number", path, f"line {lineno}") from None
+            bad = next(v for v in fields[1:] if not _is_float(v))
+            raise InputFormatError(f"coordinate {bad[:40]!r} is not a number, expected 10 numbers after the path",
+                                   path, f"line {lineno}") from None
         if not all(math.isfinite(v) for v in values):
             raise InputFormatError("coordinate is not finite", path, f"line {lineno}")
         arr = np.asarray(values, dtype=np.float64)

@@ -4,9 +4,12 @@ before checking them against the file's length."""
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
+import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -15,65 +18,72 @@ from faceembed.errors import InputFormatError, MissingInputError
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 MAX_BYTES = 1 << 31  # no IDX file of ours comes near 2 GiB; a header claiming more is lying
+_CHUNK = 1 << 20
 
 
-def _raw_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise MissingInputError("IDX file not found", path)
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            with gzip.GzipFile(fileobj=_Limited(data)) as f:
-                data = f.read(MAX_BYTES + 1)
-        except (OSError, EOFError) as exc:
-            raise InputFormatError(f"corrupt gzip stream ({exc})", path) from None
-    return data
+def _decompressed(raw: BinaryIO) -> BinaryIO:
+    """The file's decompressed byte stream (gzip detected by its magic bytes, not by the name)."""
+    magic = raw.read(2)
+    raw.seek(0)
+    return gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw  # type: ignore[return-value]
 
 
-class _Limited:
-    """A bytes buffer with the file-like interface GzipFile needs."""
-
-    def __init__(self, data: bytes):
-        import io
-
-        self._f = io.BytesIO(data)
-
-    def read(self, n: int = -1) -> bytes:
-        return self._f.read(n)
-
-    def seek(self, *args):
-        return self._f.seek(*args)
-
-    def tell(self) -> int:
-        return self._f.tell()
+def _read_at_most(f: BinaryIO, n: int, path: Path) -> bytes:
+    """Up to ``n`` bytes, read in chunks: memory grows with the bytes really there, never with ``n``."""
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < n:
+            part = f.read(min(_CHUNK, n - got))
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputFormatError(f"corrupt gzip stream, expected an IDX file ({exc})", path) from None
+    return b"".join(parts)
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (magic 0x0000 0x08 NDIM) into a uint8 array of its shape."""
+    """Read an IDX file of unsigned bytes (magic 0x0000 0x08 NDIM) into a uint8 array of its shape.
+
+    The header's dimensions are checked against the bytes really present before anything of that size
+    is allocated, so a lying header costs no memory.
+    """
     path = Path(path)
-    data = _raw_bytes(path)
-    if len(data) == 0:
-        raise InputFormatError("empty IDX file", path)
-    if len(data) < 4:
-        raise InputFormatError(f"truncated header: {len(data)} bytes", path, "byte 0")
-    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != 0x08 or not 1 <= ndim <= 4:
-        magic = struct.unpack(">I", data[:4])[0]
-        raise InputFormatError(f"bad magic number {magic} (expected 2049 for labels or 2051 for images)",
-                               path, "byte 0")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise InputFormatError(f"truncated header: {len(data)} bytes, expected {header}", path, "byte 4")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
-    body = len(data) - header
-    if body < expected:
-        raise InputFormatError(f"truncated: header says {list(dims)} = {expected} bytes, file has {body}",
-                               path, f"byte {len(data)}")
-    if body > expected:
-        raise InputFormatError(f"{body - expected} bytes of trailing data after {list(dims)}", path,
+    if not path.is_file():
+        raise MissingInputError("IDX file not found", path)
+    with open(path, "rb") as raw, _decompressed(raw) as f:
+        head = _read_at_most(f, 4, path)
+        if len(head) == 0:
+            raise InputFormatError("empty IDX file, expected a 4-byte magic number and dimensions", path)
+        if len(head) < 4:
+            raise InputFormatError(f"truncated header: {len(head)} bytes, expected an IDX magic number (4)",
+                                   path, "byte 0")
+        zero, dtype, ndim = struct.unpack(">HBB", head)
+        if zero != 0 or dtype != 0x08 or not 1 <= ndim <= 4:
+            magic = struct.unpack(">I", head)[0]
+            raise InputFormatError(f"bad magic number {magic}, expected 2049 (IDX labels) or 2051 (IDX images)",
+                                   path, "byte 0")
+        header = 4 + 4 * ndim
+        raw_dims = _read_at_most(f, 4 * ndim, path)
+        if len(raw_dims) < 4 * ndim:
+            raise InputFormatError(
+                f"truncated header: {4 + len(raw_dims)} bytes, expected {header} for {ndim} IDX dimensions",
+                path, "byte 4")
+        dims = struct.unpack(f">{ndim}I", raw_dims)
+        expected = math.prod(dims)
+        if expected > MAX_BYTES:
+            raise InputFormatError(f"truncated or corrupt IDX header: it claims {list(dims)} = {expected} bytes, "
+                                   f"more than the {MAX_BYTES} an IDX file may hold", path, "byte 4")
+        body = _read_at_most(f, expected + 1, path)
+    if len(body) < expected:
+        raise InputFormatError(f"truncated IDX data: header says {list(dims)} = {expected} bytes, file has "
+                               f"{len(body)}", path, f"byte {header + len(body)}")
+    if len(body) > expected:
+        raise InputFormatError(f"trailing data after the {list(dims)} IDX array", path,
                                f"byte {header + expected}")
-    return np.frombuffer(data, dtype=np.uint8, count=expected, offset=header).reshape(dims)
+    return np.frombuffer(body, dtype=np.uint8, count=expected).reshape(dims)
 
 
 def write_idx(path: str | Path, array: np.ndarray, compress: bool = True) -> None:

@@ -16,6 +16,7 @@ A folder written by ``tobin`` holds ``manifest.json``::
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ MANIFEST = "manifest.json"
 TENSOR_FORMAT = "faceembed-tensors"
 OUTPUT_FORMATS = ("BIN", "TXT", "NPY")
 _DTYPES = {"float32", "float16", "int64", "int32", "uint8"}
+MAX_ITEM_BYTES = 1 << 31  # one item (one image) of 2 GiB is no real input: the shape is corrupt
 
 
 def write_bin(path: str | Path, array: np.ndarray) -> None:
@@ -47,7 +49,7 @@ def read_bin(
     if not path.is_file():
         raise MissingInputError("tensor file not found", path)
     dt = np.dtype(dtype).newbyteorder("<")
-    item_bytes = int(np.prod(item_shape, dtype=np.int64)) * dt.itemsize
+    item_bytes = math.prod(int(d) for d in item_shape) * dt.itemsize  # Python ints: a huge shape cannot wrap
     size = path.stat().st_size
     if size == 0:
         raise InputFormatError("empty tensor file", path)
@@ -83,7 +85,8 @@ def parse_txt(text: str, path: str | Path | None = None) -> np.ndarray:
         try:
             rows.append([float(v) for v in fields])
         except ValueError:
-            raise InputFormatError(f"not a number in {line.strip()[:40]!r}", path, f"line {lineno}") from None
+            raise InputFormatError(f"not a number in {line.strip()[:40]!r}, expected rows of numbers", path,
+                                  f"line {lineno}") from None
         if len(rows[-1]) != len(rows[0]):
             raise InputFormatError(
                 f"{len(rows[-1])} values, the first row has {len(rows[0])}", path, f"line {lineno}"
@@ -101,7 +104,8 @@ def read_utf8(path: str | Path, what: str = "file") -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise InputFormatError(f"not UTF-8 text (byte {exc.start})", path) from None
+        raise InputFormatError(f"not UTF-8 text (undecodable byte at offset {exc.start}), expected a UTF-8 {what}",
+                               path) from None
 
 
 def read_text_tensor(path: str | Path) -> np.ndarray:
@@ -124,11 +128,45 @@ def write_output(path: str | Path, array: np.ndarray, outfmt: str) -> None:
         raise InputFormatError(f"unknown output format {outfmt!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
 
 
+def _npy_header(f: Any, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from an ``.npy`` header, with one-line errors for every way it can be wrong."""
+    try:
+        version = np.lib.format.read_magic(f)
+    except (ValueError, OSError, EOFError):
+        raise InputFormatError("not a .npy file: wrong magic, expected b'\\x93NUMPY' and a version", path) from None
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in readers:
+        raise InputFormatError(f".npy format version {version} is not supported, expected 1.0 or 2.0", path)
+    try:
+        shape, _fortran, dtype = readers[version](f, max_header_size=1 << 16)
+    except Exception as exc:  # numpy parses the header with ast/tokenize: SyntaxError, TokenError, ValueError...
+        msg = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise InputFormatError(f"corrupt .npy header ({msg}); expected a dict of descr, fortran_order, shape",
+                               path) from None
+    if dtype.hasobject:
+        raise InputFormatError(f".npy holds Python objects ({dtype}), expected a numeric array", path)
+    return tuple(int(d) for d in shape), dtype
+
+
 def read_npy(path: str | Path) -> np.ndarray:
-    """Read an ``.npy`` file without pickles, with a one-line error for a corrupt file."""
+    """Read an ``.npy`` file without pickles, with a one-line error for a corrupt file.
+
+    The header's shape is checked against the file's size before the data is read, so a header claiming a
+    huge array costs no memory.
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingInputError("tensor file not found", path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        shape, dtype = _npy_header(f, path)
+        data_bytes = size - f.tell()
+    expected = math.prod(shape) * dtype.itemsize
+    if data_bytes != expected:
+        raise InputFormatError(
+            f"truncated or padded .npy: header says {list(shape)} {dtype} = {expected} bytes, file has {data_bytes}",
+            path,
+        )
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -166,8 +204,8 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
         return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputFormatError(f"manifest is not valid JSON ({exc})", path) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InputFormatError(f"manifest is not valid JSON ({str(exc)[:120]}); expected UTF-8 JSON", path) from None
     if not isinstance(manifest, dict) or manifest.get("format") != TENSOR_FORMAT:
         raise InputFormatError(f"manifest 'format' must be {TENSOR_FORMAT!r}", path)
     if manifest.get("dtype") not in _DTYPES:
@@ -175,9 +213,36 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     shape = manifest.get("item_shape")
     if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d > 0 for d in shape)):
         raise InputFormatError("manifest 'item_shape' must be a list of positive integers", path)
-    if not isinstance(manifest.get("files"), list):
+    item_bytes = math.prod(shape) * np.dtype(manifest["dtype"]).itemsize
+    if item_bytes > MAX_ITEM_BYTES:
+        raise InputFormatError(f"manifest 'item_shape' {shape[:8]} means {item_bytes} bytes per item; expected "
+                               f"at most {MAX_ITEM_BYTES}", path)
+    files = manifest.get("files")
+    if not isinstance(files, list):
         raise InputFormatError("manifest 'files' must be a list", path)
+    for i, entry in enumerate(files):
+        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"]):
+            raise InputFormatError(f"manifest 'files[{i}]' must be an object with a 'name'", path)
+        count = entry.get("count")
+        if count is not None and not (isinstance(count, int) and not isinstance(count, bool) and count > 0):
+            raise InputFormatError(f"manifest 'files[{i}].count' must be a positive integer, not {count!r}", path)
     return manifest
+
+
+def manifest_entry(manifest: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The manifest's entry for tensor file ``path``; a file the manifest does not list is an error."""
+    path = Path(path)
+    entry = next((f for f in manifest["files"] if f.get("name") == path.name), None)
+    if entry is None:
+        raise InputFormatError(f"not listed in the folder's {MANIFEST} 'files'; expected an entry for every tensor "
+                              "file (a stray or foreign file?)", path)
+    return entry
+
+
+def read_listed_bin(path: str | Path, manifest: dict[str, Any]) -> np.ndarray:
+    """Read a ``.bin`` of a manifest folder with the manifest's dtype, item shape and count."""
+    entry = manifest_entry(manifest, path)
+    return read_bin(path, manifest["dtype"], manifest["item_shape"], entry.get("count"))
 
 
 _NUM = re.compile(r"(\d+)")

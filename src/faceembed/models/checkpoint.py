@@ -90,11 +90,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MissingInputError("checkpoint not found", path)
+    if path.stat().st_size == 0:
+        raise CheckpointError("empty checkpoint file, expected a torch.save zip archive", path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign pickles
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"not a faceembed checkpoint ({first[:160]})", path) from None
+        raise CheckpointError(f"not a faceembed checkpoint: torch.load failed ({first[:160]}); expected a "
+                              "torch.save zip archive", path) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             "not a faceembed checkpoint (no 'format' key); convert foreign checkpoints with "
@@ -103,7 +106,30 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     if payload.get("version") != VERSION:
         raise CheckpointError(f"checkpoint version {payload.get('version')} is not {VERSION}", path)
+    _validate_payload(payload, path)
     return payload
+
+
+_REQUIRED = {"arch": str, "config": dict, "input": dict, "state_dict": dict}
+
+
+def _validate_payload(payload: dict[str, Any], path: Path) -> None:
+    """Every key docs/formats.md promises, of the right type, and an input spec that parses."""
+    missing = [k for k in _REQUIRED if k not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {', '.join(missing)} (expected keys {', '.join(_REQUIRED)})", path)
+    for key, kind in _REQUIRED.items():
+        if not isinstance(payload[key], kind):
+            raise CheckpointError(f"checkpoint '{key}' is a {type(payload[key]).__name__}, expected a {kind.__name__}",
+                                  path)
+    if not isinstance(payload.get("extra", {}), dict):
+        raise CheckpointError("checkpoint 'extra' metadata must be a dict", path)
+    if not all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values()):
+        raise CheckpointError("checkpoint 'state_dict' holds values that are not tensors", path)
+    try:
+        InputSpec.from_dict(payload["input"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint 'input' metadata is not an input spec ({exc})", path) from None
 
 
 def load_checkpoint(path: str | Path, expect_arch: str | None = None) -> tuple[nn.Module, InputSpec, dict]:
@@ -112,10 +138,30 @@ def load_checkpoint(path: str | Path, expect_arch: str | None = None) -> tuple[n
     arch = payload["arch"]
     if expect_arch is not None and arch != expect_arch:
         raise CheckpointError(f"checkpoint holds a {arch!r} model, expected {expect_arch!r}", path)
-    model = build(arch, **payload["config"])
+    try:
+        model = build(arch, **payload["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"cannot build {arch!r} from the checkpoint's 'config' ({exc})", path) from None
+    except CheckpointError as exc:  # unknown architecture: name the file
+        raise CheckpointError(f"{exc.message} (expected a registered architecture)", exc.path or path) from None
+    _check_weights(model, payload["state_dict"], arch, path)
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"weights do not fit {arch!r}: {str(exc).splitlines()[0]}", path) from None
     model.eval()
     return model, InputSpec.from_dict(payload["input"]), payload.get("extra", {})
+
+
+def _check_weights(model: nn.Module, state: dict[str, torch.Tensor], arch: str, path: Path) -> None:
+    """Missing, unexpected and reshaped tensors in one line (torch's own message spans many)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = [f"{len(names)} {what} (e.g. {names[0]!r})"
+                for what, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped))
+                if names]
+    if problems:
+        raise CheckpointError(f"weights do not fit {arch!r}: {', '.join(problems)} tensors; expected the "
+                              "state_dict of the checkpoint's 'config'", path)

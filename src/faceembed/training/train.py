@@ -103,9 +103,17 @@ def _features(model: MnistClassifier, x: torch.Tensor) -> np.ndarray:
 
 
 def _read_metrics(path: Path, epochs: int) -> list[dict[str, Any]]:
+    """Rows of ``metrics.jsonl`` up to ``epochs``; a line torn by a kill (or any unreadable line) is dropped."""
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
     return [r for r in rows if r["epoch"] <= epochs]
 
 
@@ -130,10 +138,11 @@ def train_mnist(config: TrainConfig, out_dir: str | Path, data_root: str | Path 
     total = steps_per_epoch * config.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, config.warmup_steps))
     gen = torch.Generator().manual_seed(config.seed)
-    start_epoch = 0
+    start_epoch, metrics = 0, []
     if resume and (out / "state.pt").exists():
-        start_epoch = _restore(out, model, opt, sched, gen, config)
-    metrics = _read_metrics(out / "metrics.jsonl", start_epoch)
+        start_epoch, metrics = _restore(out, model, opt, sched, gen, config)
+    if not metrics:  # state.pt of an older version: no metrics inside
+        metrics = _read_metrics(out / "metrics.jsonl", start_epoch)
     write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in metrics))
     last: dict[str, Any] = metrics[-1] if metrics else {}
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
@@ -164,9 +173,9 @@ def train_mnist(config: TrainConfig, out_dir: str | Path, data_root: str | Path 
                     "lr": opt.param_groups[0]["lr"], "train_acc": correct / seen,
                     "val_acc": evaluate(model, x_val, y_val), "test_acc": evaluate(model, x_te, y_te),
                     "seconds": round(time.perf_counter() - t0, 2)}
-            _save_epoch(out, model, opt, sched, gen, config, last)
-            append_line(out / "metrics.jsonl", json.dumps(last))
             metrics.append(last)
+            _save_epoch(out, model, opt, sched, gen, config, metrics)
+            append_line(out / "metrics.jsonl", json.dumps(last))
             plot_training_curves(metrics, out / "curves.png")
             if config.embedding_size == 2:
                 plot_features_2d(_features(model, x_te), y_te.numpy(), out / "features.png")
@@ -175,26 +184,44 @@ def train_mnist(config: TrainConfig, out_dir: str | Path, data_root: str | Path 
     return last
 
 
-def _save_epoch(out: Path, model, opt, sched, gen, config: TrainConfig, metrics: dict[str, Any]) -> None:
-    # checkpoint first, then state: a state.pt always points at a checkpoint of the same epoch or later
+def _save_epoch(out: Path, model, opt, sched, gen, config: TrainConfig, metrics: list[dict[str, Any]]) -> None:
+    # checkpoint first, then state: a state.pt always points at a checkpoint of the same epoch or later.
+    # state.pt carries every epoch's metrics, so a kill between it and the metrics.jsonl append loses nothing.
+    last = metrics[-1]
     save_checkpoint(out / "checkpoint.pt", "mnist_classifier", config.model_config(), model, MNIST_INPUT,
-                    extra={"epoch": metrics["epoch"], "train_config": asdict(config), "metrics": metrics})
-    state = {"epoch": metrics["epoch"], "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    extra={"epoch": last["epoch"], "train_config": asdict(config), "metrics": last})
+    state = {"epoch": last["epoch"], "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(config),
-             "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+             "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+             "metrics": [dict(m) for m in metrics]}
     write_with(out / "state.pt", lambda tmp: torch.save(state, tmp))
 
 
-def _restore(out: Path, model, opt, sched, gen, config: TrainConfig) -> int:
-    state = torch.load(out / "state.pt", map_location="cpu", weights_only=True)
+_STATE_KEYS = ("epoch", "optimizer", "scheduler", "generator", "torch_rng", "config", "model")
+
+
+def _restore(out: Path, model, opt, sched, gen, config: TrainConfig) -> tuple[int, list[dict[str, Any]]]:
+    """Load ``state.pt`` into the training objects; returns (finished epochs, their metrics rows)."""
+    path = out / "state.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt file
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read the training state ({first}); expected a state.pt written by "
+                              "'faceembed train' (delete the folder to start over)", path) from None
+    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"training state lacks {', '.join(missing)}; expected a state.pt written by "
+                              "'faceembed train'", path)
     if state.get("config") != asdict(config):
-        raise CheckpointError("--resume with different settings than the interrupted run", out / "state.pt")
+        raise CheckpointError("--resume with different settings than the interrupted run", path)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     gen.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
-    return int(state["epoch"])
+    epoch = int(state["epoch"])
+    return epoch, [dict(m) for m in state.get("metrics", []) if m.get("epoch", epoch + 1) <= epoch]
 
 
 def load_trained(out_dir: str | Path) -> MnistClassifier:
