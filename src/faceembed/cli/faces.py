@@ -28,11 +28,16 @@ def import_(
 @app.command(rich_help_panel=PANEL)
 def align(
     images: Annotated[Path, typer.Option(help="Image root (LFW: images/ with one folder per person).")],
-    landmarks: Annotated[Path, typer.Option(help="Landmark file (either LFW format).")],
     out: Annotated[Path, typer.Option(help="Output folder: Name/Name_0001.png, contact_sheet.png.")],
+    landmarks: Annotated[Path | None, typer.Option(help="Landmark file (either LFW format); default: detect "
+                                                        "with MTCNN first into OUT/landmarks.txt.")] = None,
     size: Annotated[str, typer.Option(help="112x96 or 112x112.")] = "112x96",
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
     on_error: Annotated[str, typer.Option(help="stop | skip (bad images go to skipped.txt).")] = "stop",
+    engine: Annotated[str, typer.Option(help="local | ray (Ray Data; pip install 'faceembed\\[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); "
+                                                     "default: a local Ray instance.")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="ray: workers (default: one per CPU).")] = None,
     progress: Progress = True,
 ) -> None:
     """Align every image with a 5-point similarity transform onto the SphereFace/PFE template."""
@@ -44,7 +49,24 @@ def align(
         h, w = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise FaceembedError(f"--size must look like 112x96, not {size!r}") from None
-    summary = align_dataset(images, read_landmarks(landmarks), list_images(images), out, (h, w), workers,
+    from faceembed.runtime.ray_engine import check_engine
+
+    check_engine(engine, address, num_workers)
+    run_align = align_dataset
+    if engine == "ray":
+        from functools import partial
+
+        from faceembed.runtime.ray_align import align_dataset_ray
+
+        run_align, workers = partial(align_dataset_ray, address=address), num_workers or workers
+    if landmarks is None:  # detect first (once: a rerun reuses OUT/landmarks.txt)
+        from faceembed.runtime.detect_files import detect_files, write_detections
+
+        landmarks = out / "landmarks.txt"
+        if not landmarks.is_file():
+            found = detect_files(images, list_images(images), workers=workers, on_error="skip", progress=progress)
+            write_detections(landmarks, found)
+    summary = run_align(images, read_landmarks(landmarks), list_images(images), out, (h, w), workers,
                             progress, on_error)
     print_json({"aligned": summary.aligned, "fallback_center_crop": summary.fallback, "skipped": summary.skipped,
                  "failed": len(summary.failed), "seconds": round(summary.seconds, 2)})

@@ -253,19 +253,61 @@ def _valid_png(path: str, size: tuple[int, int]) -> bool:
     return (h, w) == size
 
 
+def align_one(
+    image_root: str, out_dir: str, rel: str, lm: np.ndarray | None, size: tuple[int, int],
+    method: SimilarityMethod = "forward",
+) -> tuple[str, str, str, str]:
+    """Align one image and write ``out_dir/output_relpath(rel)``; never raises a :class:`FaceembedError`.
+
+    Returns ``(relpath, status, reason, error class)`` with status ``aligned``, ``fallback`` or ``failed``
+    (the per-image step of every engine: :func:`align_dataset` and the Ray engine)."""
+    try:
+        img, fb = _align_path(image_root, rel, lm, size, method)
+        write_image_rgb(os.path.join(out_dir, output_relpath(rel)), img)
+        return rel, "fallback" if fb else "aligned", "", ""
+    except FaceembedError as exc:
+        return rel, "failed", exc.one_line(), type(exc).__name__
+
+
 def _disk_chunk(args: tuple) -> list[tuple[str, str, str, str]]:
-    """Align and write a chunk; returns ``(relpath, status, reason, error class)`` per image, with status
-    ``aligned``, ``fallback`` or ``failed``."""
+    """Align and write a chunk with :func:`align_one`."""
     image_root, out_dir, items, size, method = args
-    results = []
-    for rel, lm in items:
-        try:
-            img, fb = _align_path(image_root, rel, lm, size, method)
-            write_image_rgb(os.path.join(out_dir, output_relpath(rel)), img)
-            results.append((rel, "fallback" if fb else "aligned", "", ""))
-        except FaceembedError as exc:
-            results.append((rel, "failed", exc.one_line(), type(exc).__name__))
-    return results
+    return [align_one(image_root, out_dir, rel, lm, size, method) for rel, lm in items]
+
+
+def pending_images(relpaths: Sequence[str], out_dir: str | Path, size: tuple[int, int]) -> tuple[list[str], int]:
+    """The images still to align (resume) and how many already have a valid output."""
+    todo = [rel for rel in relpaths if not _valid_png(str(Path(out_dir) / output_relpath(rel)), size)]
+    return todo, len(relpaths) - len(todo)
+
+
+def record_results(summary: AlignSummary, results: Sequence[tuple[str, str, str, str]], on_error: str) -> None:
+    """Count :func:`align_one` results into ``summary``; with ``on_error="stop"`` raise the first failure."""
+    for rel, status, reason, kind in results:
+        if status == "failed":
+            if on_error == "stop":
+                raise getattr(errors, kind, FaceembedError)(f"cannot align {rel}: {reason}")
+            summary.failed.append((rel, reason))
+        elif status == "fallback":
+            summary.fallback += 1
+        else:
+            summary.aligned += 1
+
+
+def finish_alignment(summary: AlignSummary, relpaths: Sequence[str], out_dir: str | Path,
+                     contact_sheet: bool = True) -> None:
+    """Write ``skipped.txt`` (failures) and the contact sheet of up to 64 outputs."""
+    out_dir = Path(out_dir)
+    if summary.failed:
+        write_text(out_dir / "skipped.txt", "".join(f"{r}\t{why}\n" for r, why in sorted(summary.failed)))
+    if contact_sheet:
+        done = [r for r in relpaths if (out_dir / output_relpath(r)).is_file()]
+        if done:
+            from faceembed.report.contact_sheet import make_contact_sheet
+
+            pick = [done[i] for i in np.linspace(0, len(done) - 1, min(64, len(done))).round().astype(int)]
+            make_contact_sheet([read_image_rgb(out_dir / output_relpath(r)) for r in pick],
+                               out_dir / "contact_sheet.png")
 
 
 def align_dataset(
@@ -295,26 +337,13 @@ def align_dataset(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = AlignSummary()
-    todo = []
-    for rel in relpaths:
-        if _valid_png(str(out_dir / output_relpath(rel)), size):
-            summary.skipped += 1
-        else:
-            todo.append(rel)
+    todo, summary.skipped = pending_images(relpaths, out_dir, size)
     tasks = [(str(image_root), str(out_dir), [(r, landmarks.get(r)) for r in todo[s:e]], size, method)
              for s, e in _chunks(len(todo), workers, max_chunk=64)]
     prog, task = _progress(progress, len(todo), "align")
 
     def _consume(results: list[tuple[str, str, str, str]]) -> None:
-        for rel, status, reason, kind in results:
-            if status == "failed":
-                if on_error == "stop":
-                    raise getattr(errors, kind, FaceembedError)(f"cannot align {rel}: {reason}")
-                summary.failed.append((rel, reason))
-            elif status == "fallback":
-                summary.fallback += 1
-            else:
-                summary.aligned += 1
+        record_results(summary, results, on_error)
         prog.advance(task, len(results))
 
     with prog:
@@ -325,15 +354,6 @@ def align_dataset(
             with _pool(workers) as pool:
                 for res in pool.imap_unordered(_disk_chunk, tasks):
                     _consume(res)
-    if summary.failed:
-        write_text(out_dir / "skipped.txt", "".join(f"{r}\t{why}\n" for r, why in sorted(summary.failed)))
-    if contact_sheet:
-        done = [r for r in relpaths if (out_dir / output_relpath(r)).is_file()]
-        if done:
-            from faceembed.report.contact_sheet import make_contact_sheet
-
-            pick = [done[i] for i in np.linspace(0, len(done) - 1, min(64, len(done))).round().astype(int)]
-            make_contact_sheet([read_image_rgb(out_dir / output_relpath(r)) for r in pick],
-                               out_dir / "contact_sheet.png")
+    finish_alignment(summary, relpaths, out_dir, contact_sheet)
     summary.seconds = time.perf_counter() - t0
     return summary

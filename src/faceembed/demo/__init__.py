@@ -2,6 +2,7 @@
 
 * ``mnist``: train -> export fp32 / fp16 -> tobin -> infer -> accuracy, plus ONNX latency per batch size.
 * ``lfw``: align -> import backbone -> features (PyTorch, ONNX fp32 / fp16) -> cross-fold PFE heads -> verify.
+* ``photos``: raw LFW photos -> MTCNN detect -> align -> embed -> enroll -> identify (rank-1, DIR, photos/s).
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ def lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str | P
     return run_lfw_demo(out, json_path, data=data, quick=quick, progress=progress)
 
 
-DEMOS = {"mnist": mnist_demo, "lfw": lfw_demo}
+def photos_demo(out: str | Path, json_path: str | Path | None = None, data: str | Path | None = None,
+                quick: bool = False, progress: bool = True) -> dict[str, Any]:
+    """``faceembed demo photos``: detect -> align -> embed -> enroll -> identify on LFW."""
+    from faceembed.demo.photos import run_photos_demo
+
+    return run_photos_demo(out, json_path, data=data, quick=quick, progress=progress)
+
+
+DEMOS = {"mnist": mnist_demo, "lfw": lfw_demo, "photos": photos_demo}
 
 
 def run_demo(name: str, out: str | Path, json_path: str | Path | None = None, data: str | Path | None = None,

@@ -22,6 +22,7 @@ MODELS: dict[str, str] = {
     "sphere64": "faceembed.models.sphere:sphere64",
     "pfe": "faceembed.models.pfe_head:PFEModel",
     "pfe_head": "faceembed.models.pfe_head:UncertaintyHead",
+    "mtcnn": "faceembed.models.mtcnn:MTCNN",
 }
 
 

@@ -3,6 +3,10 @@
 One model call per input file (or per ``batch`` items of it), one output file per input file and model
 output (``NAME_output_{k}.{bin|txt|npy}``), latency statistics excluding warm-up. Resumable: an input whose
 outputs all exist (outputs are written atomically, so existing means complete) is skipped.
+
+The per-file work (read, warm-up, timed model calls, finite check, write) lives in :class:`FileRunner` and
+the reports in :func:`write_reports`; the local engine here and the Ray engine (``runtime/ray_engine.py``)
+both call them, so the two write byte-identical outputs.
 """
 
 from __future__ import annotations
@@ -18,23 +22,30 @@ from faceembed.data.tensorfiles import (
     list_input_files,
     output_name,
     read_bin,
+    read_listed_bin,
     read_manifest,
     read_npy,
     read_text_tensor,
     write_output,
 )
-from faceembed.errors import FaceembedError, NonFiniteError
+from faceembed.errors import FaceembedError, NonFiniteError, ShapeMismatchError
 from faceembed.files import remove_stale_temps, write_json, write_text
 from faceembed.runtime.backends import Backend, load_backend
 
 SUMMARY = "infer_summary.json"
 OUTPUTS = "outputs.json"
 SKIPPED = "skipped.txt"
+STAGES = ("read", "model", "write")
 
 
 @dataclass
 class InferSummary:
-    """What ``infer`` did and how fast (latencies in milliseconds, excluding warm-up)."""
+    """What ``infer`` did and how fast (latencies in milliseconds, excluding warm-up).
+
+    ``stage_seconds`` sums, over all workers, the time spent reading inputs, in model calls (warm-up
+    included) and writing outputs; ``wall_seconds`` is the whole run (with model loading and, for the Ray
+    engine, Ray's start-up) and ``wall_images_per_s`` the images of this run over it.
+    """
 
     model: str
     backend: str
@@ -48,9 +59,27 @@ class InferSummary:
     latency_ms_per_image: float | None = None
     throughput_images_per_s: float | None = None
     failed: list[str] = field(default_factory=list)
+    engine: str = "local"
+    workers: int = 1
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float | None = None
+    wall_images_per_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class FileResult:
+    """One input file done: its item count, output shapes, timed model calls and stage times (seconds)."""
+
+    input: str
+    count: int
+    shapes: list[list[int]]
+    times_ms: list[float]
+    read_s: float
+    model_s: float
+    write_s: float
 
 
 def latency_stats(times_ms: list[float]) -> dict[str, float]:
@@ -75,19 +104,15 @@ def read_input_file(path: Path, item_shape: tuple[int, ...], manifest: dict | No
             arr = arr[None]
         return arr
     if path.suffix == ".txt":
-        return read_text_tensor(path).astype(np.float32).reshape(-1, *item_shape)
-    count = None
-    dtype = "float32"
+        values = read_text_tensor(path).astype(np.float32)
+        per_item = int(np.prod(item_shape))
+        if values.size % per_item:
+            raise ShapeMismatchError(f"{values.size} numbers are no whole number of items of shape "
+                                     f"{list(item_shape)} ({per_item} numbers each)", path)
+        return values.reshape(-1, *item_shape)
     if manifest is not None:
-        entry = next((f for f in manifest["files"] if f.get("name") == path.name), None)
-        count = entry.get("count") if entry else None
-        dtype = manifest["dtype"]
-        item_shape = tuple(manifest["item_shape"])
-    return read_bin(path, dtype, item_shape, count)
-
-
-def _outputs_complete(out_dir: Path, input_file: Path, n_outputs: int, outfmt: str) -> bool:
-    return all((out_dir / output_name(input_file.name, k, outfmt)).is_file() for k in range(n_outputs))
+        return read_listed_bin(path, manifest)
+    return read_bin(path, "float32", item_shape, None)
 
 
 def _timed_run(
@@ -115,6 +140,149 @@ def check_finite(outputs: list[np.ndarray], names: list[str], source: Path) -> N
             raise NonFiniteError(f"output {name!r} has {bad} NaN/Inf values", source)
 
 
+class FileRunner:
+    """Runs input files one at a time through a loaded backend and writes their outputs into ``out_dir``.
+
+    The first file run is preceded by ``warmup`` untimed calls. Both engines use this class, one runner per
+    worker, so every file goes through exactly the same calls whichever engine runs it.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        out_dir: str | Path,
+        outfmt: str = "BIN",
+        batch: int | None = None,
+        loop: int = 1,
+        warmup: int = 2,
+        manifest: dict | None = None,
+    ):
+        self.backend = backend
+        self.out_dir = Path(out_dir)
+        self.outfmt = outfmt.upper()
+        self.batch, self.loop, self._warm = batch, loop, warmup
+        self.manifest = manifest
+        self._entries = {f.get("name"): f for f in manifest["files"]} if manifest else {}
+
+    def complete(self, path: Path) -> bool:
+        """Whether every output of ``path`` exists (written atomically, so existing means complete)."""
+        n = len(self.backend.output_names)
+        return all((self.out_dir / output_name(path.name, k, self.outfmt)).is_file() for k in range(n))
+
+    def entry(self, path: Path) -> dict[str, Any]:
+        """The manifest's entry for ``path`` (empty without a manifest or entry)."""
+        return self._entries.get(path.name, {})
+
+    def run(self, path: Path, entry: dict[str, Any] | None = None) -> FileResult:
+        """Read, run and write one input file; raises the file's :class:`FaceembedError` when it is bad.
+
+        ``entry`` is the file's manifest entry when the runner holds only the manifest's header (Ray workers
+        get each file's entry with the file, not the whole manifest).
+        """
+        t0 = time.perf_counter()
+        manifest = None
+        if self.manifest is not None:  # only this file's entry: no scan of a long manifest per file
+            entry = entry if entry is not None else self.entry(path)
+            manifest = {**self.manifest, "files": [entry] if entry else []}
+        data = read_input_file(path, self.backend.item_shape, manifest)
+        t1 = time.perf_counter()
+        while self._warm > 0:  # warm-up calls are never timed
+            self.backend.run(data[: self.batch or len(data)])
+            self._warm -= 1
+        times: list[float] = []
+        outputs = _timed_run(self.backend, data, self.batch, self.loop, times)
+        check_finite(outputs, self.backend.output_names, path)
+        t2 = time.perf_counter()
+        for k, arr in enumerate(outputs):
+            write_output(self.out_dir / output_name(path.name, k, self.outfmt), arr, self.outfmt)
+        t3 = time.perf_counter()
+        return FileResult(path.name, int(len(data)), [list(o.shape) for o in outputs], times,
+                          t1 - t0, t2 - t1, t3 - t2)
+
+
+class InferRecorder:
+    """Collects per-file outcomes (in any order) into the summary and ``outputs.json``'s file records."""
+
+    def __init__(self, summary: InferSummary, runner: FileRunner, files: list[Path]):
+        self.summary, self.runner = summary, runner
+        self._order = {p.name: i for i, p in enumerate(files)}
+        self._records: dict[int, dict[str, Any]] = {}
+        self.times: list[float] = []
+        self.summary.stage_seconds = dict.fromkeys(STAGES, 0.0)
+
+    def _items(self, name: str) -> dict[str, Any]:
+        entry = self.runner._entries.get(name, {})
+        return {"items": entry["items"]} if "items" in entry else {}
+
+    def skipped(self, path: Path) -> None:
+        """An input whose outputs were already complete."""
+        self.summary.files_skipped += 1
+        self._records[self._order[path.name]] = {"input": path.name, "skipped": True, **self._items(path.name)}
+
+    def failed(self, name: str, reason: str) -> None:
+        """An input that failed under ``on_error="skip"`` (``reason``: the error's one line)."""
+        self.summary.files_failed += 1
+        self.summary.failed.append(f"{name}\t{reason}")
+
+    def done(self, r: FileResult) -> None:
+        """An input run and written now."""
+        s = self.summary
+        s.files_done += 1
+        s.images += r.count
+        self.times.extend(r.times_ms)
+        for stage, sec in zip(STAGES, (r.read_s, r.model_s, r.write_s), strict=True):
+            s.stage_seconds[stage] += sec
+        self._records[self._order[r.input]] = {"input": r.input, "count": r.count, "shapes": r.shapes,
+                                               **self._items(r.input)}
+
+    def write(self, model: str | Path, loop: int, wall_seconds: float) -> InferSummary:
+        """Finish the statistics and write ``skipped.txt``, ``outputs.json`` and ``infer_summary.json``."""
+        s, be, out_dir = self.summary, self.runner.backend, self.runner.out_dir
+        _finish_summary(s, self.times, loop)
+        s.failed.sort(key=lambda line: self._order.get(line.split("\t", 1)[0], -1))
+        s.stage_seconds = {k: round(v, 3) for k, v in s.stage_seconds.items()}
+        s.wall_seconds = round(wall_seconds, 3)
+        s.wall_images_per_s = s.images / wall_seconds if wall_seconds > 0 and s.images else None
+        if s.failed:
+            write_text(out_dir / SKIPPED, "".join(line + "\n" for line in s.failed))
+        write_json(
+            out_dir / OUTPUTS,
+            {
+                "format": "faceembed-outputs",
+                "version": 1,
+                "outfmt": self.runner.outfmt,
+                "model": str(model),
+                "outputs": [
+                    {"index": k, "name": n, "dtype": "float32", "item_shape": list(sh) if sh else None}
+                    for k, (n, sh) in enumerate(zip(be.output_names, _item_shapes(be), strict=True))
+                ],
+                "files": [self._records[i] for i in sorted(self._records)],
+            },
+        )
+        write_json(out_dir / SUMMARY, s.to_dict())
+        return s
+
+
+def check_infer_options(outfmt: str, loop: int, on_error: str) -> None:
+    """Refuse bad ``--outfmt``, ``--loop`` and ``--on-error`` values before any work starts."""
+    if on_error not in ("stop", "skip"):
+        raise FaceembedError(f"--on-error must be 'stop' or 'skip', not {on_error!r}")
+    if not 1 <= loop <= 100:
+        raise FaceembedError(f"--loop must be between 1 and 100, not {loop}")
+    if outfmt.upper() not in ("BIN", "TXT", "NPY"):
+        raise FaceembedError(f"--outfmt must be BIN, TXT or NPY, not {outfmt!r}")
+
+
+def prepare_output(inputs: str | Path, output_dir: str | Path) -> tuple[list[Path], dict | None, Path]:
+    """List the input files, read their folder's manifest, create ``output_dir`` and sweep stale temps."""
+    files = list_input_files(inputs)
+    manifest = read_manifest(files[0].parent)
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)
+    return files, manifest, out_dir
+
+
 def infer_files(
     model: str | Path,
     inputs: str | Path,
@@ -139,77 +307,26 @@ def infer_files(
     """
     from rich.progress import Progress
 
-    outfmt = outfmt.upper()
-    if on_error not in ("stop", "skip"):
-        raise FaceembedError(f"--on-error must be 'stop' or 'skip', not {on_error!r}")
-    if not 1 <= loop <= 100:
-        raise FaceembedError(f"--loop must be between 1 and 100, not {loop}")
+    t_start = time.perf_counter()
+    check_infer_options(outfmt, loop, on_error)
     be = backend_obj or load_backend(model, backend, precision, threads, provider)
-    files = list_input_files(inputs)
-    manifest = read_manifest(files[0].parent)
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out_dir)
-    summary = InferSummary(str(model), be.name, be.precision)
-    times: list[float] = []
-    warm = warmup
-    file_records = []
+    files, manifest, out_dir = prepare_output(inputs, output_dir)
+    runner = FileRunner(be, out_dir, outfmt, batch, loop, warmup, manifest)
+    rec = InferRecorder(InferSummary(str(model), be.name, be.precision), runner, files)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("infer", total=len(files))
         for path in files:
             bar.advance(task)
-            if _outputs_complete(out_dir, path, len(be.output_names), outfmt):
-                summary.files_skipped += 1
-                file_records.append({"input": path.name, "skipped": True, **_items_of(manifest, path)})
+            if runner.complete(path):
+                rec.skipped(path)
                 continue
             try:
-                data = read_input_file(path, be.item_shape, manifest)
-                while warm > 0:  # warm-up calls are never timed
-                    be.run(data[: batch or len(data)])
-                    warm -= 1
-                outputs = _timed_run(be, data, batch, loop, times)
-                check_finite(outputs, be.output_names, path)
+                rec.done(runner.run(path))
             except FaceembedError as exc:
                 if on_error == "stop":
                     raise
-                summary.files_failed += 1
-                summary.failed.append(f"{path.name}\t{exc.one_line()}")
-                continue
-            for k, arr in enumerate(outputs):
-                write_output(out_dir / output_name(path.name, k, outfmt), arr, outfmt)
-            summary.files_done += 1
-            summary.images += len(data)
-            file_records.append(
-                {"input": path.name, "count": int(len(data)), "shapes": [list(o.shape) for o in outputs],
-                 **_items_of(manifest, path)}
-            )
-    _finish_summary(summary, times, loop)
-    if summary.failed:
-        write_text(out_dir / SKIPPED, "".join(line + "\n" for line in summary.failed))
-    write_json(
-        out_dir / OUTPUTS,
-        {
-            "format": "faceembed-outputs",
-            "version": 1,
-            "outfmt": outfmt,
-            "model": str(model),
-            "outputs": [
-                {"index": k, "name": n, "dtype": "float32", "item_shape": list(s) if s else None}
-                for k, (n, s) in enumerate(zip(be.output_names, _item_shapes(be), strict=True))
-            ],
-            "files": file_records,
-        },
-    )
-    write_json(out_dir / SUMMARY, summary.to_dict())
-    return summary
-
-
-def _items_of(manifest: dict | None, path: Path) -> dict[str, Any]:
-    """The input manifest's item names for this file (e.g. LFW image paths), carried into outputs.json."""
-    if manifest is None:
-        return {}
-    entry = next((f for f in manifest["files"] if f.get("name") == path.name), {})
-    return {"items": entry["items"]} if "items" in entry else {}
+                rec.failed(path.name, exc.one_line())
+    return rec.write(model, loop, time.perf_counter() - t_start)
 
 
 def _item_shapes(be: Backend) -> list:
