@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,10 +12,12 @@ from faceembed.bench import best_rows, speedups
 
 
 def test_bench_mnist_report_structure(tmp_path):
+    env = {**os.environ, "FACEEMBED_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "faceembed", "bench", "--models", "mnist", "--batch", "1,4",
                            "--min-seconds", "0.02", "--threads", "1", "--work-dir", "w", "--json", "b.json",
-                           "--plot", "b.png", "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
+                           "--plot", "b.png", "--no-progress", "--no-data-path"],
+                          cwd=tmp_path, capture_output=True, text=True,
+                          env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "b.json").read_text())
     assert set(report["peak_gflops"]) == {"fp32", "bf16"} and report["peak_gflops"]["fp32"] > 0
@@ -33,6 +36,8 @@ def test_bench_mnist_report_structure(tmp_path):
     best = report["best"]["mnist"]
     assert set(best) == {"1", "4"} and all(rows[i]["accuracy_ok"] for i in best.values())
     assert (tmp_path / "b.png").stat().st_size > 1000
+    cache = json.loads((tmp_path / "cache" / "auto_backend.json").read_text())
+    assert {c["source"] for c in cache.values()} == {"faceembed bench"}, "bench records --backend auto choices"
 
 
 def test_best_is_fastest_accurate_row():

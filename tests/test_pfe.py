@@ -12,7 +12,7 @@ import torch
 
 from faceembed.models.checkpoint import FACE_INPUT_112x96, load_checkpoint, save_checkpoint
 from faceembed.models.pfe_head import PFEModel, UncertaintyHead
-from faceembed.training.train_pfe import PFETrainConfig, PKSampler, make_validation_pairs, train_head
+from faceembed.training.pfe_fit import PFETrainConfig, PKSampler, make_validation_pairs, train_head
 
 
 @pytest.fixture(autouse=True)
@@ -146,3 +146,23 @@ def test_train_head_loss_decreases() -> None:
     head = UncertaintyHead(64, 16)
     head.load_state_dict(state)
     assert head.beta.item() > -7.0  # sigma grew from its tiny initial value
+
+
+def test_head_ensemble_is_the_mean_log_sigma_of_its_members(tmp_path: Path) -> None:
+    from faceembed.models.pfe_head import HeadEnsemble
+
+    ens = HeadEnsemble(32, 8, heads=2).eval()
+    with torch.no_grad():
+        for i, head in enumerate(ens.heads):
+            head.gamma.fill_(0.5 * (i + 1))
+            head.beta.fill_(-3.0 - i)
+    x = torch.randn(6, 32)
+    members = torch.stack([h(x) for h in ens.heads]).double()
+    assert torch.allclose(ens(x).double(), members.mean(0), atol=1e-6)
+    assert not torch.allclose(members[0], members[1])
+    model = PFEModel(heads=2).eval()
+    path = tmp_path / "pfe2.pt"
+    spec = dataclasses.replace(FACE_INPUT_112x96, output_names=PFEModel.output_names)
+    save_checkpoint(path, "pfe", {"heads": 2}, model, spec)
+    loaded, _, _ = load_checkpoint(path, expect_arch="pfe")
+    assert isinstance(loaded.head, HeadEnsemble) and len(loaded.head.heads) == 2

@@ -82,3 +82,19 @@ def test_errors() -> None:
         mls_scores(np.ones((1, 2)), np.zeros((1, 2)), np.ones((1, 2)), np.zeros((1, 2)))
     with pytest.raises(NonFiniteError):
         fuse_gaussians(np.ones((2, 2)), np.array([[1.0, np.inf], [1.0, 1.0]]))
+
+
+def test_logistic_calibration_matches_a_direct_float64_fit() -> None:
+    from faceembed.evaluation.scores import apply_calibration, fit_logistic_calibration
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(0, 30, 4000)
+    same = rng.random(4000) < 1 / (1 + np.exp(-(0.2 * scores - 1.5)))
+    a, b = fit_logistic_calibration(scores, same)
+    # At the maximum-likelihood fit the gradient of the log-likelihood vanishes (direct float64 computation).
+    p = 1 / (1 + np.exp(-(a * scores + b)))
+    assert abs(np.sum(p - same)) < 1e-6 and abs(np.sum((p - same) * scores)) < 1e-4
+    assert a == pytest.approx(0.2, rel=0.15) and b == pytest.approx(-1.5, abs=0.3)
+    np.testing.assert_allclose(apply_calibration(scores, {"a": a, "b": b}), a * scores + b)
+    legacy = apply_calibration(scores, {"val_threshold": 5.0, "val_score_std": 2.0})
+    np.testing.assert_allclose(legacy, (scores - 5.0) / 2.0)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from faceembed.bench_accuracy import TaskData, compare_to_fp32
 from faceembed.bench_models import BENCH_MODELS, BenchModel, prepare_model
 from faceembed.errors import FaceembedError
 from faceembed.files import write_json
@@ -54,6 +55,9 @@ class BenchOptions:
     min_runs: int = 5
     work_dir: Path = Path("runs/bench")
     data: Path | None = None
+    data_path: bool = True  # also time LFW alignment + preprocessing and verification (needs data)
+    ort_ablation: bool = False  # also time each ONNX Runtime session choice on its own (bench_ort)
+    task_accuracy: bool = True  # MNIST / LFW accuracy of every configuration beside fp32 (bench_accuracy)
 
 
 class _DefaultOrt(OrtBackend):
@@ -76,10 +80,12 @@ class _DefaultOpenVino(OpenVinoBackend):
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU")
         self.request = self.compiled.create_infer_request()
-        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        name = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(name, name)
 
 
-def _open(model: BenchModel, backend: str, precision: str, peer: bool, threads: int):
+def _open(model: BenchModel, backend: str, precision: str, peer: bool, threads: int, config: str = ""):
     if backend == "torch":
         if peer:
             import torch
@@ -88,10 +94,11 @@ def _open(model: BenchModel, backend: str, precision: str, peer: bool, threads: 
         return TorchBackend(model.checkpoint, threads, precision)
     path = model.onnx_int8 if precision == "int8" else model.onnx_fp32
     if backend == "ort":
-        return _DefaultOrt(path, threads) if peer else OrtBackend(path, threads)
+        provider = next((p for c, p in GPU_CONFIGS if c == config), "cpu")
+        return _DefaultOrt(path, threads) if peer else OrtBackend(path, threads, provider)
     if peer:
         return _DefaultOpenVino(path, threads)
-    return OpenVinoBackend(path, threads, "bf16" if precision == "int8" else precision)
+    return OpenVinoBackend(path, threads, precision)
 
 
 def accuracy_check(outputs: list[np.ndarray], reference: list[np.ndarray], is_classifier: bool) -> dict[str, Any]:
@@ -109,8 +116,27 @@ def accuracy_check(outputs: list[np.ndarray], reference: list[np.ndarray], is_cl
     return result
 
 
+# Rows added when ONNX Runtime has the execution provider (a GPU machine): (config name, provider).
+GPU_CONFIGS = [("CUDA execution provider", "cuda"), ("TensorRT execution provider", "tensorrt")]
+
+
+def _gpu_providers() -> list[str]:
+    from faceembed.runtime.backends import PROVIDERS
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    available = set(ort.get_available_providers())
+    return [name for _, name in GPU_CONFIGS if PROVIDERS[name] in available]
+
+
 def _selected(options: BenchOptions) -> list[tuple[str, str, str, bool]]:
-    return [c for c in CONFIGS if c[0] in options.backends and (c[3] or c[1] in options.precisions)]
+    rows = [c for c in CONFIGS if c[0] in options.backends and (c[3] or c[1] in options.precisions)]
+    if "ort" in options.backends and "fp32" in options.precisions:
+        gpu = set(_gpu_providers())
+        rows += [("ort", "fp32", config, False) for config, provider in GPU_CONFIGS if provider in gpu]
+    return rows
 
 
 def run_bench(options: BenchOptions, json_path: str | Path | None = None, plot_path: str | Path | None = None,
@@ -125,22 +151,38 @@ def run_bench(options: BenchOptions, json_path: str | Path | None = None, plot_p
     report: dict[str, Any] = {"peak_gflops": {"fp32": peak["fp32"], "bf16": peak["bf16"]}, "peak_detail": peak,
                               "threads": options.threads, "machine": _machine(), "rows": [], "best": {}}
     configs = _selected(options)
+    prepared: dict[str, BenchModel] = {}
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("bench", total=len(options.models) * len(configs))
         for name in options.models:
             bar.update(task, description=f"prepare {name}")
-            model = prepare_model(name, options.work_dir, options.data)
+            model = prepared[name] = prepare_model(name, options.work_dir, options.data)
             bar.update(task, description=f"bench {name}")
             gflop = graph_flops_per_image(model.onnx_fp32) / 1e9
-            reference = TorchBackend(model.checkpoint, options.threads).run(model.inputs)
+            reference_backend = TorchBackend(model.checkpoint, options.threads)
+            reference = reference_backend.run(model.inputs)
+            task_data = TaskData(name, options.data, model.trained) if options.task_accuracy else None
+            task_ref = task_data.evaluate(reference_backend) if task_data else None
+            task_results: dict[tuple, dict[str, Any] | None] = {}
+            if options.ort_ablation:
+                from faceembed.bench_ort import ort_ablation
+
+                report.setdefault("ort_ablation", {})[name] = ort_ablation(
+                    model.onnx_fp32, model.inputs, options.threads, options.batches, options.min_seconds)
             for backend, precision, config, peer in configs:
                 bar.advance(task)
                 try:
-                    be = _open(model, backend, precision, peer, options.threads)
+                    be = _open(model, backend, precision, peer, options.threads, config)
                 except Exception as exc:  # a backend that cannot run here is reported, not fatal
                     report.setdefault("skipped", []).append(f"{name} {backend} {config}: {exc}")
                     continue
                 check = accuracy_check(be.run(model.inputs), reference, model.is_classifier)
+                if task_ref is not None:
+                    numeric = (backend, be.precision, precision == "int8")  # peers compute the same numbers
+                    if numeric not in task_results:
+                        task_results[numeric] = compare_to_fp32(task_data.evaluate(be), task_ref, be.precision)
+                    check["task"] = task_results[numeric]
+                    check["accuracy_ok"] = check["accuracy_ok"] and check["task"]["task_ok"]
                 for b in options.batches:
                     x = check_batch(np.ascontiguousarray(np.resize(model.inputs, (b, *model.inputs.shape[1:]))),
                                     be.item_shape)
@@ -154,8 +196,16 @@ def run_bench(options: BenchOptions, json_path: str | Path | None = None, plot_p
                         "images_per_s": 1e3 * b / med, "gflop_per_image": gflop,
                         "fraction_of_peak": gflop * b / (med / 1e3) / report["peak_gflops"][peak_key],
                         "accuracy_ok": check["accuracy_ok"], "accuracy": check, "peer_default": peer})
+    # The peak is measured again at the end and the better reading kept: a GEMM timed while another process
+    # briefly held the cores would otherwise understate it (and overstate every fraction of peak).
+    _remeasure_peak(report)
     report["best"] = best_rows(report["rows"])
     report["speedup_vs_best_peer"] = speedups(report["rows"], report["best"])
+    _record_auto_choices(report["rows"], prepared, options.threads)
+    if options.data_path:
+        from faceembed.bench_data import time_data_path
+
+        report["data_path"] = time_data_path(options.data)
     if json_path:
         write_json(json_path, report)
     if plot_path:
@@ -188,6 +238,35 @@ def speedups(rows: list[dict[str, Any]], best: dict[str, dict[str, int]]) -> dic
             if peers:
                 out.setdefault(model, {})[batch] = rows[idx]["images_per_s"] / max(peers)
     return out
+
+
+def _remeasure_peak(report: dict[str, Any]) -> None:
+    again = measure_peak_gflops(report["threads"])
+    for key in ("fp32", "bf16"):
+        report["peak_gflops"][key] = max(report["peak_gflops"][key], again[key])
+    report["peak_detail"] = {"start": report["peak_detail"], "end": again}
+    for row in report["rows"]:
+        peak = report["peak_gflops"]["bf16" if row["precision"] in ("bf16", "int8") else "fp32"]
+        row["fraction_of_peak"] = row["gflop_per_image"] * row["images_per_s"] / peak
+
+
+def _record_auto_choices(rows: list[dict[str, Any]], models: dict[str, BenchModel], threads: int) -> None:
+    """Cache, per model file and batch, its fastest accurate tuned configuration for ``--backend auto``."""
+    from faceembed.runtime.autoselect import record_choice
+
+    best: dict[tuple[Path, int], dict[str, Any]] = {}
+    for row in rows:
+        if row["peer_default"] or not row["accuracy_ok"]:
+            continue
+        model = models[row["model"]]
+        path = {"torch": model.checkpoint}.get(row["backend"],
+                                                model.onnx_int8 if row["precision"] == "int8" else model.onnx_fp32)
+        key = (path, row["batch"])
+        if key not in best or row["images_per_s"] > best[key]["images_per_s"]:
+            best[key] = row
+    for (path, batch), row in best.items():
+        record_choice(path, threads, batch, {"backend": row["backend"], "precision": row["precision"],
+                                             "ms_per_image": row["ms_per_image"], "source": "faceembed bench"})
 
 
 def _machine() -> dict[str, Any]:

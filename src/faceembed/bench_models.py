@@ -23,6 +23,8 @@ from faceembed.models.checkpoint import MNIST_INPUT, FACE_INPUT_112x96, save_che
 BENCH_MODELS = ("mnist", "mobilefacenet", "sphere20", "sphere64", "pfe", "pfe-sphere64")
 WEIGHTS = "weights/mobilefacenet_casia_112x96.ckpt"
 MNIST_TRAINED = ("runs/demo/train/checkpoint.pt", "runs/bench/mnist_trained.pt")
+PFE_TRAINED = ("runs/demo/pfe/heads/fold_00.pt",)  # a head trained by 'faceembed demo lfw'
+
 
 
 @dataclass
@@ -35,6 +37,7 @@ class BenchModel:
     onnx_int8: Path
     inputs: np.ndarray
     is_classifier: bool
+    trained: bool = False  # real trained weights: task accuracy is meaningful
 
 
 def _face_inputs(data: Path | None, n: int = 256) -> np.ndarray:
@@ -73,6 +76,10 @@ def _checkpoint(name: str, path: Path, data: Path | None) -> None:
     if name == "mobilefacenet":
         save_checkpoint(path, name, {"embedding_size": 128}, build(name, embedding_size=128), FACE_INPUT_112x96)
         return
+    trained_pfe = next((Path(p) for p in PFE_TRAINED if Path(p).is_file()), None)
+    if name == "pfe" and trained_pfe:
+        path.write_bytes(trained_pfe.read_bytes())
+        return
     backbone = "sphere64" if name == "pfe-sphere64" else "mobilefacenet"
     config = {"backbone": backbone, "backbone_config": {"embedding_size": 512 if backbone == "sphere64" else 128}}
     model = build("pfe", **config)
@@ -99,8 +106,15 @@ def prepare_model(name: str, work_dir: str | Path, data: str | Path | None = Non
     ckpt, fp32, int8 = (work / f"{name}{suffix}" for suffix in (".pt", ".onnx", ".int8.onnx"))
     if not ckpt.exists():
         _checkpoint(name, ckpt, data)
+    trained = _is_trained(name, data)
     if not fp32.exists():
         export_onnx(ckpt, fp32, calib[:32])
     if not int8.exists():
         quantize_model(fp32, calib, int8, max_images=len(calib))
-    return BenchModel(name, ckpt, fp32, int8, np.ascontiguousarray(calib[:32]), name == "mnist")
+    return BenchModel(name, ckpt, fp32, int8, np.ascontiguousarray(calib[:32]), name == "mnist", trained)
+
+
+def _is_trained(name: str, data: Path | None) -> bool:
+    if name == "mnist":
+        return any(Path(p).is_file() for p in MNIST_TRAINED)
+    return name in ("mobilefacenet", "pfe") and data is not None and (data / WEIGHTS).is_file()

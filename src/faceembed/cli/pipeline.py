@@ -26,6 +26,8 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Train on the first N training images only.")] = None,
+    widths: Annotated[str | None, typer.Option(help="Channels of the 3 stages, e.g. 32,64,128 (the default).")] = None,
     quick: Annotated[bool, typer.Option(help="Short run (CI): about a minute.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT exactly.")] = False,
     progress: Progress = True,
@@ -48,9 +50,23 @@ def train(
         "lr": lr,
         "seed": seed,
         "num_threads": threads,
+        "limit_train": limit,
+        "widths": _int_list(widths, "--widths") if widths else None,
     }
+    if limit is not None and limit < 1:
+        raise FaceembedError(f"--limit must be >= 1, not {limit}")
     config = replace(config, **{k: v for k, v in given.items() if v is not None})
     print_json(train_mnist(config, out, resume=resume, progress=progress))
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise FaceembedError(f"{option} must be comma-separated integers, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise FaceembedError(f"{option} must be comma-separated positive integers, not {text!r}")
+    return values
 
 
 @app.command(rich_help_panel=PANEL)
@@ -108,6 +124,9 @@ def bench(
     work_dir: Annotated[Path, typer.Option(help="Where prepared models are kept.")] = Path("runs/bench"),
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Chart PNG.")] = None,
+    data_path: Annotated[bool, typer.Option(help="Also time LFW align + preprocess and verify (needs --data).")] = True,
+    ort_ablation: Annotated[bool, typer.Option(help="Also time each ONNX Runtime session choice alone.")] = False,
+    task_accuracy: Annotated[bool, typer.Option(help="MNIST / LFW accuracy of every configuration.")] = True,
     progress: Progress = True,
 ) -> None:
     """Time every model x backend x precision x batch against the peers' defaults, with accuracy checked."""
@@ -118,7 +137,8 @@ def bench(
         return [t.strip() for t in text.split(",") if t.strip()]
 
     options = BenchOptions(split(models), split(backends), split(precision), [int(b) for b in split(batch)],
-                           threads, min_seconds, work_dir=work_dir, data=data)
+                           threads, min_seconds, work_dir=work_dir, data=data, data_path=data_path,
+                           ort_ablation=ort_ablation, task_accuracy=task_accuracy)
     print_bench(run_bench(options, json_out, plot, progress))
 
 
@@ -135,19 +155,22 @@ def tobin(
     pairs: Annotated[Path | None, typer.Option(help="lfw: write the images of this pairs file.")] = None,
     all_images: Annotated[bool, typer.Option(help="lfw: every image, not only those in pairs.txt.")] = False,
     flip: Annotated[bool, typer.Option(help="lfw: mirror the faces (flip test-time augmentation).")] = False,
+    on_error: Annotated[str, typer.Option(help="lfw: stop | skip (unreadable images go to skipped.txt).")] = "stop",
     progress: Progress = True,
 ) -> None:
-    """Write preprocessed input tensors as raw little-endian float32 files (NHWC) plus a manifest."""
+    """Write preprocessed input tensors as raw little-endian float32 files (NHWC) plus a manifest.
+
+    Rerun the same command after an interruption: complete batch files are kept, the rest written."""
     from faceembed.data.tobin import tobin_lfw, tobin_mnist
 
     if dataset == "mnist":
         summary = tobin_mnist(out, split, batch_size or 32, limit, shuffle_seed)
     elif dataset == "lfw":
         summary = tobin_lfw(data, out, landmarks, batch_size or 1, pairs_only=not all_images, flip=flip,
-                            limit=limit, progress=progress, pairs=pairs)
+                            limit=limit, progress=progress, pairs=pairs, on_error=on_error)
     else:
         raise FaceembedError(f"unknown dataset {dataset!r}; choose mnist or lfw")
-    print_json(vars(summary))
+    print_json(summary.to_dict())
 
 
 @app.command(rich_help_panel=PANEL)
@@ -160,15 +183,26 @@ def infer(
     loop: Annotated[int, typer.Option(help="Run each file K times (timing), 1..100.")] = 1,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: all cores).")] = None,
     provider: Annotated[str, typer.Option(help="cpu | cuda | tensorrt (ONNX Runtime).")] = "cpu",
-    backend: Annotated[str, typer.Option(help="ort | openvino | torch")] = "ort",
+    backend: Annotated[str, typer.Option(help="ort | openvino | torch | auto (fastest accurate, cached)")] = "ort",
     precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 | int8")] = None,
     on_error: Annotated[str, typer.Option(help="stop | skip (bad inputs go to skipped.txt).")] = "stop",
+    engine: Annotated[str, typer.Option(help="local | ray (Ray Data; pip install 'faceembed\\[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); "
+                                                     "default: a local Ray instance.")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="ray: workers (default: one per CPU).")] = None,
     progress: Progress = True,
 ) -> None:
     """Run a model over tensor files: one output file per input file and output, plus latency statistics."""
     from faceembed.runtime.infer import infer_files
+    from faceembed.runtime.ray_engine import check_engine
 
-    summary = infer_files(
+    check_engine(engine, address, num_workers)
+    if engine == "ray":
+        from faceembed.runtime.ray_infer import infer_files_ray as run
+        ray_options = {"address": address, "num_workers": num_workers}
+    else:
+        run, ray_options = infer_files, {}
+    summary = run(
         model,
         input,
         output,
@@ -181,6 +215,7 @@ def infer(
         precision,
         on_error=on_error,
         progress=progress,
+        **ray_options,
     )
     print_json(summary.to_dict())
     if summary.files_failed:
@@ -214,10 +249,10 @@ def accuracy(
 
 @app.command(rich_help_panel=PANEL)
 def demo(
-    name: Annotated[str, typer.Argument(help="mnist | lfw")],
+    name: Annotated[str, typer.Argument(help="mnist | lfw | photos")],
     out: Annotated[Path, typer.Option(help="Working folder.")] = Path("runs/demo"),
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
-    data: Annotated[Path | None, typer.Option(help="Data folder (lfw: ../shared/data).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data folder (lfw, photos: ../shared/data).")] = None,
     quick: Annotated[bool, typer.Option(help="Short version for CI.")] = False,
     progress: Progress = True,
 ) -> None:

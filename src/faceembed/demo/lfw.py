@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from faceembed.demo.common import console, step
+from faceembed.demo.common import StepTimer, console
 from faceembed.errors import MissingInputError
 from faceembed.files import write_json
 
@@ -61,6 +61,7 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
     if not (lfw / "pairs.txt").is_file() or not (data / WEIGHTS).is_file():
         raise MissingInputError(f"LFW and {WEIGHTS} expected under --data", data)
     t_start = time.perf_counter()
+    step = StepTimer()
     backbone = out / "mobilefacenet.pt"
     if not backbone.exists():
         step(f"import {data / WEIGHTS} -> {backbone}")
@@ -119,6 +120,7 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
     result["pfe_training"] = {"cosine": torch_results["cosine"], "mls": torch_results["mls"],
                               "timing_s": torch_results.get("timing_s")}
     result["seconds"] = round(time.perf_counter() - t_start, 1)
+    result["step_seconds"] = step.stop()
     _lfw_table(result)
     if json_path:
         write_json(json_path, result)
@@ -127,17 +129,17 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
 
 
 def calibrated_mls(pairs, raw, fold_info: list[dict[str, Any]]):
-    """Apply each fold head's calibration, fitted on that head's validation people only (train_pfe):
-    score = (MLS - validation threshold) / validation score std; then the 10-fold protocol again."""
+    """Apply each fold head's calibration, fitted on that head's validation people only (train_pfe:
+    a * MLS + b, the log-odds of "same"); then the 10-fold protocol again."""
     from dataclasses import replace
 
+    from faceembed.evaluation.scores import apply_calibration
     from faceembed.evaluation.verification import auc, tar_at_far, ten_fold_accuracy
 
     scores = raw.scores.copy()
     for k, info in enumerate(fold_info):
-        cal = info["calibration"]
         sel = raw.folds == k
-        scores[sel] = (scores[sel] - cal["val_threshold"]) / cal["val_score_std"]
+        scores[sel] = apply_calibration(scores[sel], info["calibration"])
     acc = ten_fold_accuracy(scores, raw.same, raw.folds)
     return replace(raw, scores=scores, accuracy=acc["mean"], accuracy_std=acc["std"],
                    fold_accuracies=acc["per_fold"], thresholds=acc["thresholds"], auc=auc(scores, raw.same),

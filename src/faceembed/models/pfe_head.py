@@ -53,10 +53,26 @@ class UncertaintyHead(nn.Module):
         return torch.clamp(log_sigma_sq, min=LOG_EPS) + torch.log1p(torch.exp(-torch.abs(log_sigma_sq - LOG_EPS)))
 
 
+class HeadEnsemble(nn.Module):
+    """``heads`` independently trained uncertainty heads on the same input; log sigma^2 is their mean (the
+    geometric mean of sigma^2). Averaging a few heads trained from different seeds lowers the variance of
+    sigma^2 that a head fit on a small data set has."""
+
+    output_names = ("log_sigma_sq",)
+
+    def __init__(self, in_features: int, embedding_size: int, heads: int = 2, bn_momentum: float = 0.01):
+        super().__init__()
+        self.heads = nn.ModuleList(UncertaintyHead(in_features, embedding_size, bn_momentum) for _ in range(heads))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([head(x) for head in self.heads]).mean(0)
+
+
 class PFEModel(nn.Module):
     """Backbone + uncertainty head: ``forward(x) -> (mu, sigma_sq)``.
 
-    ``mu`` is the backbone embedding L2-normalised; ``sigma_sq = exp(head(flatten(feature_map(x))))``.
+    ``mu`` is the backbone embedding L2-normalised; ``sigma_sq = exp(head(flatten(feature_map(x))))``; with
+    ``heads > 1`` the head is a ``HeadEnsemble``.
     The backbone is built by registry name, and its weights live in this module's state dict (``backbone.*``),
     the head's under ``head.*``: one checkpoint holds both. Constructor kwargs are JSON-able.
     """
@@ -64,7 +80,7 @@ class PFEModel(nn.Module):
     output_names = ("mu", "sigma_sq")
 
     def __init__(self, backbone: str = "mobilefacenet", backbone_config: dict[str, Any] | None = None,
-                 head_in_features: int | None = None, bn_momentum: float = 0.01):
+                 head_in_features: int | None = None, bn_momentum: float = 0.01, heads: int = 1):
         super().__init__()
         from faceembed.models import build  # late import: the registry imports this module lazily
 
@@ -73,7 +89,9 @@ class PFEModel(nn.Module):
         if head_in_features is None:
             c, h, w = self.backbone.feature_map_shape
             head_in_features = c * h * w
-        self.head = UncertaintyHead(head_in_features, self.backbone.embedding_size, bn_momentum=bn_momentum)
+        size = self.backbone.embedding_size
+        self.head = (UncertaintyHead(head_in_features, size, bn_momentum=bn_momentum) if heads == 1
+                     else HeadEnsemble(head_in_features, size, heads, bn_momentum))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fmap = self.backbone.feature_map(x)

@@ -21,9 +21,28 @@ def print_bench(report: dict[str, Any]) -> None:
         table.add_row(("* " if i in best else "") + r["model"], str(r["batch"]), r["backend"], r["precision"],
                       r["config"], f"{r['ms_per_batch_median']:.2f}", f"{r['ms_per_image']:.3f}",
                       f"{r['images_per_s']:.0f}", f"{100 * r['fraction_of_peak']:.0f}",
-                      "yes" if r["accuracy_ok"] else f"no ({r['accuracy']['min_cosine']:.4f})")
+                      _accuracy_cell(r))
     console = Console()
     console.print(table)
     for model, by_batch in report.get("speedup_vs_best_peer", {}).items():
         console.print(f"{model}: best accurate / fastest peer default = "
                       + ", ".join(f"batch {b}: {v:.2f}x" for b, v in by_batch.items()))
+    dp = report.get("data_path")
+    if dp:
+        a, v = dp["align_preprocess"], dp["verify"]
+        console.print(f"data path: align + preprocess {a['images']} LFW images in {a['seconds']:.1f} s "
+                      f"({a['images_per_s']:.0f} images/s, {a['workers']} processes); verify {v['pairs']} pairs x "
+                      f"{v['folds']} folds in {v['seconds']:.3f} s ({v['seconds_flip_meansub']:.3f} s with flip "
+                      f"+ mean subtraction)")
+    for model, rows in report.get("ort_ablation", {}).items():
+        console.print(f"ONNX Runtime session choices, {model} (time relative to faceembed's tuned session): "
+                      + "; ".join(f"{r['variant']} b{r['batch']} {r['time_vs_tuned']:.2f}x" for r in rows))
+
+
+def _accuracy_cell(row: dict[str, Any]) -> str:
+    """'yes' or 'no', with the minimum cosine to fp32 and the task accuracy change when measured."""
+    acc = row["accuracy"]
+    notes = [f"cos {acc['min_cosine']:.4f}"]
+    if "task" in acc:
+        notes.append(f"acc {acc['task']['accuracy']:.4f} ({acc['task']['delta']:+.4f})")
+    return ("yes" if row["accuracy_ok"] else "no") + " (" + ", ".join(notes) + ")"

@@ -76,10 +76,18 @@ def onnx_info(path: str | Path) -> ModelInfo:
     path = Path(path)
     if not path.is_file():
         raise MissingInputError("model file not found", path)
+    if path.stat().st_size == 0:
+        raise InputFormatError("empty ONNX model file, expected a serialized ONNX ModelProto", path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
-        raise InputFormatError(f"not a valid ONNX model ({type(exc).__name__})", path) from None
+        with open(path, "rb") as f:
+            head = f.read(8)
+        why = ("it starts like one (ir_version), so it is probably truncated" if head[:1] == b"\x08"
+               else f"it does not start like one ({head!r}); expected an ONNX protobuf")
+        raise InputFormatError(f"not a valid ONNX model ({type(exc).__name__}): {why}", path) from None
+    if not model.graph.node and not model.graph.output:
+        raise InputFormatError("not a valid ONNX model (no graph: truncated or not an ONNX protobuf)", path)
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
@@ -153,7 +161,11 @@ class OrtBackend:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         providers = [PROVIDERS[provider]] + (["CPUExecutionProvider"] if provider != "cpu" else [])
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / InvalidProtobuf types
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            raise InputFormatError(f"ONNX Runtime cannot load the model ({first})", path) from None
         self.input_name, self.item_shape, self.output_names = (
             info.input_name,
             info.item_shape,
@@ -172,7 +184,8 @@ class OpenVinoBackend:
     """OpenVINO on CPU with the inference precision set explicitly (f32, bf16 or f16)."""
 
     name = "openvino"
-    _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+    # int8 files: the quantized ops run in int8 (VNNI), the rest with the bf16 hint (f32 where bf16 is absent)
+    _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "bf16"}
 
     def __init__(self, path: str | Path, threads: int | None = None, precision: str = "fp32"):
         try:
@@ -244,10 +257,15 @@ def load_backend(
     threads: int | None = None,
     provider: str = "cpu",
 ) -> Backend:
-    """Open ``path`` with the named backend. ``.pt`` checkpoints run on ``torch``; ONNX files on the others."""
+    """Open ``path`` with the named backend. ``.pt`` checkpoints run on ``torch``; ONNX files on the others;
+    ``auto`` picks (and caches) the fastest accurate one on this machine (``runtime.autoselect``)."""
     path = Path(path)
     if not path.exists():
         raise MissingInputError("model file not found", path)
+    if backend == "auto":
+        from faceembed.runtime.autoselect import load_auto
+
+        return load_auto(path, threads, precision=precision)
     if backend not in BACKENDS:
         raise BackendUnavailableError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if precision is not None and precision not in PRECISIONS:

@@ -50,7 +50,7 @@ def _attr(node, name: str) -> int:
     return next((a.i for a in node.attribute if a.name == name), 0)
 
 
-def _best_gflops(run, flops: float, repeats: int = 5) -> float:
+def _best_gflops(run, flops: float, repeats: int = 20) -> float:
     run()
     best = float("inf")
     for _ in range(repeats):
@@ -60,8 +60,9 @@ def _best_gflops(run, flops: float, repeats: int = 5) -> float:
     return flops / best / 1e9
 
 
-def measure_peak_gflops(threads: int, n: int = 2048) -> dict[str, float]:
-    """Best large-GEMM rate of this machine with ``threads`` threads: fp32 (torch and ONNX Runtime) and
+def measure_peak_gflops(threads: int, n: int = 1024) -> dict[str, float]:
+    """Best large-GEMM rate of this machine with ``threads`` threads (best of many short 1024^3 products, so a
+    moment when another process holds the cores does not lower it): fp32 (torch and ONNX Runtime) and
     bf16 (torch), in GFLOP/s. The denominator of ``fraction_of_peak``."""
     import torch
 
