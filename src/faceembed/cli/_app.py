@@ -15,6 +15,11 @@ app = typer.Typer(
 )
 
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+# The Ray engine's options, shared by infer, align and enroll.
+Engine = Annotated[str, typer.Option(help="local | ray (Ray Data; pip install 'faceembed\\[ray]').")]
+Address = Annotated[str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); "
+                                                  "default: a local Ray instance.")]
+NumWorkers = Annotated[int | None, typer.Option(help="ray: workers (default: one per CPU).")]
 
 
 def print_json(obj) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from faceembed.cli._app import Progress, app, print_json
+from faceembed.cli._app import Address, Engine, NumWorkers, Progress, app, print_json
 from faceembed.errors import FaceembedError
 
 PANEL = "Faces: LFW and PFE"
@@ -34,10 +34,9 @@ def align(
     size: Annotated[str, typer.Option(help="112x96 or 112x112.")] = "112x96",
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
     on_error: Annotated[str, typer.Option(help="stop | skip (bad images go to skipped.txt).")] = "stop",
-    engine: Annotated[str, typer.Option(help="local | ray (Ray Data; pip install 'faceembed\\[ray]').")] = "local",
-    address: Annotated[str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); "
-                                                     "default: a local Ray instance.")] = None,
-    num_workers: Annotated[int | None, typer.Option(help="ray: workers (default: one per CPU).")] = None,
+    engine: Engine = "local",
+    address: Address = None,
+    num_workers: NumWorkers = None,
     progress: Progress = True,
 ) -> None:
     """Align every image with a 5-point similarity transform onto the SphereFace/PFE template."""

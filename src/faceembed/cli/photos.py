@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from faceembed.cli._app import Progress, app, print_json
+from faceembed.cli._app import Address, Engine, NumWorkers, Progress, app, print_json
 from faceembed.errors import FaceembedError, MissingInputError
 
 PANEL = "Photos: detect and identify"
@@ -125,10 +125,9 @@ def enroll(
     on_error: OnError = "skip",
     min_face_size: MinFace = 40.0,
     workers: Workers = None,
-    engine: Annotated[str, typer.Option(help="local | ray (Ray Data; pip install 'faceembed\\[ray]').")] = "local",
-    address: Annotated[str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); "
-                                                     "default: a local Ray instance.")] = None,
-    num_workers: Annotated[int | None, typer.Option(help="ray: workers (default: one per CPU).")] = None,
+    engine: Engine = "local",
+    address: Address = None,
+    num_workers: NumWorkers = None,
     progress: Progress = True,
 ) -> None:
     """Enroll every person folder: detect, align, embed; template = mean of unit embeddings (PFE: fused)."""

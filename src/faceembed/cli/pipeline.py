@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from faceembed.cli._app import Progress, app, print_json
+from faceembed.cli._app import Address, Engine, NumWorkers, Progress, app, print_json
 from faceembed.errors import FaceembedError
 
 PANEL = "Pipeline: train, export, run, evaluate"
@@ -186,10 +186,9 @@ def infer(
     backend: Annotated[str, typer.Option(help="ort | openvino | torch | auto (fastest accurate, cached)")] = "ort",
     precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 | int8")] = None,
     on_error: Annotated[str, typer.Option(help="stop | skip (bad inputs go to skipped.txt).")] = "stop",
-    engine: Annotated[str, typer.Option(help="local | ray (Ray Data; pip install 'faceembed\\[ray]').")] = "local",
-    address: Annotated[str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); "
-                                                     "default: a local Ray instance.")] = None,
-    num_workers: Annotated[int | None, typer.Option(help="ray: workers (default: one per CPU).")] = None,
+    engine: Engine = "local",
+    address: Address = None,
+    num_workers: NumWorkers = None,
     progress: Progress = True,
 ) -> None:
     """Run a model over tensor files: one output file per input file and output, plus latency statistics."""
