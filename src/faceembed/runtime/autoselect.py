@@ -2,8 +2,10 @@
 
 Candidates are what the file can run as: an fp32 ONNX file on ONNX Runtime (fp32) and OpenVINO (fp32 and
 bf16 hints); an int8 or fp16 file on ONNX Runtime and OpenVINO at the file's precision; a checkpoint on
-PyTorch (fp32 and bf16). Each candidate is timed on the same batch; one whose first output has cosine
-< ``COSINE_MIN`` to the fp32 reference on any row is rejected. The choice is cached per (file hash, machine,
+PyTorch (fp32 and bf16). Each candidate is timed on the same batch (real inputs when the caller gives
+``sample``, else a fixed pseudo-random batch in the pixel range); one whose first output has cosine
+< ``COSINE_MIN`` on any row to the first candidate's (ONNX Runtime, or PyTorch fp32, on the same file) is
+rejected. The choice is cached per (file hash, machine,
 threads, batch) in ``$FACEEMBED_CACHE_DIR/auto_backend.json`` (default ``~/.cache/faceembed``), so only the
 first run measures; ``faceembed bench`` writes the same cache for the files it measures.
 """
