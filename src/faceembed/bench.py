@@ -21,7 +21,8 @@ import numpy as np
 
 from faceembed.bench_accuracy import TaskData, compare_to_fp32
 from faceembed.bench_models import BENCH_MODELS, BenchModel, prepare_model
-from faceembed.errors import FaceembedError
+from faceembed.errors import FaceembedError, NonFiniteError
+from faceembed.evaluation.scores import cosine_scores
 from faceembed.files import write_json
 from faceembed.runtime.backends import OpenVinoBackend, OrtBackend, TorchBackend, check_batch
 from faceembed.runtime.flops import graph_flops_per_image, measure_peak_gflops
@@ -103,9 +104,12 @@ def _open(model: BenchModel, backend: str, precision: str, peer: bool, threads: 
 
 def accuracy_check(outputs: list[np.ndarray], reference: list[np.ndarray], is_classifier: bool) -> dict[str, Any]:
     """Cosine of the first output to PyTorch fp32 per row, and top-1 agreement for classifiers."""
-    a = outputs[0].astype(np.float64).reshape(len(outputs[0]), -1)
-    b = reference[0].astype(np.float64).reshape(len(reference[0]), -1)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    a = outputs[0].reshape(len(outputs[0]), -1)
+    b = reference[0].reshape(len(reference[0]), -1)
+    try:
+        cos = cosine_scores(a, b)
+    except NonFiniteError:  # NaN / Inf outputs: reported as inaccurate, not fatal to the run
+        cos = np.array([np.nan])
     result: dict[str, Any] = {"min_cosine": float(cos.min())}
     ok = bool(cos.min() >= COSINE_MIN)
     if is_classifier:

@@ -18,13 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from faceembed.runtime.backends import run_batched
+
 LIMITS = {"int8": {"mnist": 0.002, "lfw": 0.003}, "bf16": {"mnist": 0.001, "lfw": 0.001},
           "fp16": {"mnist": 0.001, "lfw": 0.001}, "fp32": {"mnist": 0.0005, "lfw": 0.0005}}
-
-
-def _run_all(backend, x: np.ndarray, batch: int = 64) -> list[np.ndarray]:
-    parts = [backend.run(np.ascontiguousarray(x[i:i + batch])) for i in range(0, len(x), batch)]
-    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
 class TaskData:
@@ -55,7 +52,7 @@ class TaskData:
         """Accuracy (and sigma_sq for PFE) of ``backend`` on this task, or None without a task."""
         if self.kind is None:
             return None
-        outputs = _run_all(backend, self.x)
+        outputs = run_batched(backend, self.x)
         if self.kind == "mnist":
             return {"task": "MNIST top-1, 10,000 test digits",
                     "accuracy": float((outputs[0].argmax(1) == self.labels).mean()), "outputs": outputs}

@@ -18,7 +18,7 @@ class StepTimer:
 
     def __call__(self, message: str) -> None:
         self.stop()
-        console.print(f"[bold cyan]>>[/] {message}")
+        step(message)
         self._current = (message, time.perf_counter())
 
     def stop(self) -> dict[str, float]:

@@ -20,14 +20,10 @@ from rich.table import Table
 from faceembed.demo.common import StepTimer, console
 from faceembed.errors import MissingInputError
 from faceembed.files import write_json
+from faceembed.runtime.backends import run_batched
 
 WEIGHTS = "weights/mobilefacenet_casia_112x96.ckpt"
 RUNS = {"pytorch": ("torch", None), "onnx_fp32": ("ort", False), "onnx_fp16": ("ort", True)}
-
-
-def _run_batched(backend, x: np.ndarray, batch: int = 64) -> list[np.ndarray]:
-    parts = [backend.run(np.ascontiguousarray(x[i:i + batch])) for i in range(0, len(x), batch)]
-    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
 def _fold_model(out: Path, key: str, fold: int, parity: Path):
@@ -95,8 +91,8 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
         for k in range(10):
             backend = _fold_model(out, key, k, parity)
             rows = fold_rows[k]
-            m, s = _run_batched(backend, x[rows])
-            mf, _ = _run_batched(backend, x_flip[rows])
+            m, s = run_batched(backend, x[rows])
+            mf, _ = run_batched(backend, x_flip[rows])
             if dim is None:
                 dim = m.shape[1]
                 mu, sig, mu_flip = (np.zeros((len(names), dim), np.float32) for _ in range(3))

@@ -100,10 +100,9 @@ def candidates(path: str | Path, precision: str | None = None) -> list[tuple[str
 
 
 def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.astype(np.float64).reshape(len(a), -1)
-    b = b.astype(np.float64).reshape(len(b), -1)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return float(cos.min())
+    from faceembed.evaluation.scores import cosine_scores  # NaN or Inf raises: the candidate is rejected
+
+    return float(cosine_scores(a.reshape(len(a), -1), b.reshape(len(b), -1)).min())
 
 
 def _sample(item_shape: tuple[int, ...], batch: int) -> np.ndarray:

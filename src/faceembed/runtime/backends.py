@@ -250,6 +250,12 @@ class TorchBackend:
         return [o.float().numpy() if o.is_floating_point() else o.numpy() for o in outputs]
 
 
+def run_batched(backend: Backend, x: np.ndarray, batch: int = 64) -> list[np.ndarray]:
+    """Run ``x`` through ``backend`` in chunks of ``batch`` rows; the outputs concatenated per output."""
+    parts = [backend.run(np.ascontiguousarray(x[i:i + batch])) for i in range(0, len(x), batch)]
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
 def load_backend(
     path: str | Path,
     backend: str = "ort",
