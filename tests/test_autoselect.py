@@ -92,3 +92,22 @@ def test_damaged_cache_is_ignored(small_onnx):
     autoselect.cache_path().parent.mkdir(parents=True, exist_ok=True)
     autoselect.cache_path().write_text("{not json")
     assert autoselect.cached_choice(onnx_path, 1, 4) is None
+
+
+def test_infer_auto_measures_on_its_first_input_file(small_onnx, tmp_path):
+    from faceembed.runtime.infer import infer_files
+
+    _, onnx_path = small_onnx
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    x = np.random.default_rng(2).uniform(0, 255, (6, 8, 6, 3)).astype(np.float32)
+    np.save(inputs / "0_image.npy", x)
+    summary = infer_files(onnx_path, inputs, tmp_path / "out", outfmt="NPY", backend="auto", threads=1,
+                          progress=False)
+    assert summary.backend in ("ort", "openvino")
+    (entry,) = json.loads(autoselect.cache_path().read_text()).values()
+    assert entry["inputs"] == "given", "the user's own rows, not the pseudo-random batch"
+    got = np.load(tmp_path / "out" / "0_image_output_0.npy")
+    ref = load_backend(onnx_path, "ort", threads=1).run(x)[0]
+    cos = (got * ref).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+    assert cos.min() >= autoselect.COSINE_MIN

@@ -35,11 +35,11 @@ CONFIGS: list[tuple[str, str, str, bool]] = [
     ("torch", "bf16", "eager + autocast bf16", False),
     ("ort", "fp32", "default session (peer default)", True),
     ("ort", "fp32", "tuned session", False),
-    ("ort", "int8", "tuned session, int8 QDQ", False),
+    ("ort", "int8", "tuned session, int8 QDQ (scheme full)", False),
     ("openvino", "bf16", "default compile (peer default; bf16 on AVX-512 BF16 CPUs)", True),
     ("openvino", "fp32", "f32 hint", False),
     ("openvino", "bf16", "bf16 hint", False),
-    ("openvino", "int8", "int8 QDQ, bf16 hint", False),
+    ("openvino", "int8", "int8 QDQ (scheme residual-float), bf16 hint", False),
 ]
 
 
@@ -93,7 +93,7 @@ def _open(model: BenchModel, backend: str, precision: str, peer: bool, threads: 
 
             torch.set_num_threads(threads)
         return TorchBackend(model.checkpoint, threads, precision)
-    path = model.onnx_int8 if precision == "int8" else model.onnx_fp32
+    path = model.onnx_for(backend, precision)
     if backend == "ort":
         provider = next((p for c, p in GPU_CONFIGS if c == config), "cpu")
         return _DefaultOrt(path, threads) if peer else OrtBackend(path, threads, provider)
@@ -263,8 +263,7 @@ def _record_auto_choices(rows: list[dict[str, Any]], models: dict[str, BenchMode
         if row["peer_default"] or not row["accuracy_ok"]:
             continue
         model = models[row["model"]]
-        path = {"torch": model.checkpoint}.get(row["backend"],
-                                                model.onnx_int8 if row["precision"] == "int8" else model.onnx_fp32)
+        path = model.checkpoint if row["backend"] == "torch" else model.onnx_for(row["backend"], row["precision"])
         key = (path, row["batch"])
         if key not in best or row["images_per_s"] > best[key]["images_per_s"]:
             best[key] = row

@@ -1,5 +1,6 @@
 """The models ``faceembed bench`` measures, prepared once into ``work_dir``: a checkpoint, its fp32 ONNX
-export (parity-checked), an int8 QDQ model calibrated on real inputs, and 32 real input rows.
+export (parity-checked), two int8 QDQ models calibrated on real inputs (``faceembed quantize``'s schemes
+residual-float for OpenVINO and full for ONNX Runtime), and 64 real input rows kept out of calibration.
 
 Weights: ``mobilefacenet`` and the ``pfe`` backbone use the published MobileFaceNet checkpoint when
 ``data`` has it; ``mnist`` uses a trained demo checkpoint when one is found; others (and the PFE heads) keep
@@ -34,10 +35,17 @@ class BenchModel:
     name: str
     checkpoint: Path
     onnx_fp32: Path
-    onnx_int8: Path
-    inputs: np.ndarray
+    onnx_int8: Path  # scheme residual-float: the int8 OpenVINO runs
+    onnx_int8_full: Path  # scheme full: the int8 ONNX Runtime runs (its integer kernels need int8 everywhere)
+    inputs: np.ndarray  # real rows for timing and the accuracy check, none of them a calibration image
     is_classifier: bool
     trained: bool = False  # real trained weights: task accuracy is meaningful
+
+    def onnx_for(self, backend: str, precision: str) -> Path:
+        """The ONNX file ``backend`` runs at ``precision``."""
+        if precision != "int8":
+            return self.onnx_fp32
+        return self.onnx_int8_full if backend == "ort" else self.onnx_int8
 
 
 def _face_inputs(data: Path | None, n: int = 256) -> np.ndarray:
@@ -93,25 +101,33 @@ def _checkpoint(name: str, path: Path, data: Path | None) -> None:
 
 
 def prepare_model(name: str, work_dir: str | Path, data: str | Path | None = None) -> BenchModel:
-    """Make (or reuse) the checkpoint, fp32 ONNX and int8 ONNX of bench model ``name``."""
+    """Make (or reuse) the checkpoint, fp32 ONNX and the two int8 ONNX files of bench model ``name``.
+
+    Calibration and checking use different real images: MNIST train digits calibrate and test digits check;
+    of 320 LFW faces spread over the alphabet, every fifth checks and the other 256 calibrate.
+    """
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     data = Path(data) if data else None
     if name == "mnist":
         from faceembed.data.tobin import mnist_tensors
 
-        calib = mnist_tensors("test", limit=256)[0]
+        calib, check = mnist_tensors("train", limit=256)[0], mnist_tensors("test", limit=64)[0]
     else:
-        calib = _face_inputs(data)
-    ckpt, fp32, int8 = (work / f"{name}{suffix}" for suffix in (".pt", ".onnx", ".int8.onnx"))
+        faces = _face_inputs(data, 320)
+        check, calib = faces[::5], np.delete(faces, np.s_[::5], axis=0)
+    ckpt, fp32, int8, int8_full = (work / f"{name}{suffix}"
+                                   for suffix in (".pt", ".onnx", ".int8.onnx", ".int8-full.onnx"))
     if not ckpt.exists():
         _checkpoint(name, ckpt, data)
     trained = _is_trained(name, data)
     if not fp32.exists():
         export_onnx(ckpt, fp32, calib[:32])
     if not int8.exists():
-        quantize_model(fp32, calib, int8, max_images=len(calib))
-    return BenchModel(name, ckpt, fp32, int8, np.ascontiguousarray(calib[:32]), name == "mnist", trained)
+        quantize_model(fp32, calib, int8, max_images=len(calib), scheme="residual-float")
+    if not int8_full.exists():
+        quantize_model(fp32, calib, int8_full, max_images=len(calib), scheme="full")
+    return BenchModel(name, ckpt, fp32, int8, int8_full, np.ascontiguousarray(check), name == "mnist", trained)
 
 
 def _is_trained(name: str, data: Path | None) -> bool:

@@ -102,11 +102,17 @@ def quantize(
     out: Annotated[Path, typer.Option(help="int8 ONNX model to write.")],
     max_images: Annotated[int, typer.Option(help="Calibration images.")] = 256,
     method: Annotated[str, typer.Option(help="minmax | percentile | entropy")] = "minmax",
+    scheme: Annotated[str, typer.Option(
+        help="residual-float: int8 convolutions / matmuls, float residual paths (accurate; fast on OpenVINO) | "
+             "full: every op int8 (fastest on ONNX Runtime).")] = "residual-float",
+    min_cosine: Annotated[float, typer.Option(
+        help="residual-float: keep the costliest layers in float until the output cosine to fp32 on held-out "
+             "calibration images reaches this (0: no search).")] = 0.999,
 ) -> None:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on real images."""
     from faceembed.export.quantize import quantize_model
 
-    report = quantize_model(model, calibrate, out, max_images, method)
+    report = quantize_model(model, calibrate, out, max_images, method, scheme=scheme, min_cosine=min_cosine or None)
     report.pop("agreement_json", None)
     print_json(report)
 

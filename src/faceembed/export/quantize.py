@@ -1,8 +1,17 @@
 """``faceembed quantize``: static int8 quantization (QDQ, per-channel weights) calibrated on real inputs.
 
 Activations are uint8 and weights int8 (ONNX Runtime's recommended U8S8 on x86; VNNI runs it natively);
-the result runs on ONNX Runtime and OpenVINO. The report compares the int8 outputs with the fp32 ones on the
-calibration inputs (cosine per row for embeddings, relative error for ``sigma_sq``).
+the result runs on ONNX Runtime and OpenVINO. Two schemes:
+
+- ``residual-float`` (default): only convolutions and matrix products read int8; everything between them,
+  the residual additions above all, stays float (``qdq_graph.float_skip_paths``). Then, when the first output's
+  cosine to fp32 on held-out calibration images is below ``min_cosine``, the layers whose int8 costs the most
+  are put back to float one at a time (ranked by measuring each alone) until it is not. Fast on OpenVINO.
+- ``full``: every operator ONNX Runtime can quantize reads and writes int8 (its default). ONNX Runtime fuses it
+  into integer kernels, so it is the faster scheme there, and the less accurate one.
+
+The report compares the int8 outputs with the fp32 ones on the held-out images (cosine per row for
+embeddings, relative error for ``sigma_sq``) and lists the layers kept in float.
 """
 
 from __future__ import annotations
@@ -19,10 +28,12 @@ import numpy as np
 
 from faceembed.errors import FaceembedError
 from faceembed.export.parity_inputs import load_tensor_input
+from faceembed.export.qdq_graph import LAYER_OPS, float_skip_paths, quantized_layers, restore_float
 from faceembed.files import atomic_path
 from faceembed.runtime.backends import OrtBackend, onnx_info
 
 METHODS = ("minmax", "percentile", "entropy")
+SCHEMES = ("residual-float", "full")
 
 
 class _Reader:
@@ -36,8 +47,15 @@ class _Reader:
 
 
 def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: str | Path,
-                   max_images: int = 256, method: str = "minmax", per_channel: bool = True) -> dict[str, Any]:
-    """Quantize ``model`` (fp32 ONNX) to int8 QDQ calibrated on ``calibrate`` (tensor folder, .npy or array)."""
+                   max_images: int = 256, method: str = "minmax", per_channel: bool = True,
+                   scheme: str = "residual-float", min_cosine: float | None = 0.999,
+                   holdout: float = 0.25) -> dict[str, Any]:
+    """Quantize ``model`` (fp32 ONNX) to int8 QDQ calibrated on ``calibrate`` (tensor folder, .npy or array).
+
+    With ``scheme="residual-float"`` and ``min_cosine``, a ``holdout`` fraction of the calibration images
+    (at least 16) is kept out of calibration to check the result and choose the layers kept in float.
+    """
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -46,21 +64,78 @@ def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: s
         raise FaceembedError(f"quantize needs an fp32 model, {model} is {info.precision}")
     if method not in METHODS:
         raise FaceembedError(f"--method must be one of {', '.join(METHODS)}")
+    if scheme not in SCHEMES:
+        raise FaceembedError(f"--scheme must be one of {', '.join(SCHEMES)}")
     x = calibrate if isinstance(calibrate, np.ndarray) else load_tensor_input(calibrate, info.item_shape, max_images)
     x = np.ascontiguousarray(x[:max_images], dtype=np.float32)
-    calib = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-             "entropy": CalibrationMethod.Entropy}[method]
+    n_check = max(16, int(len(x) * holdout)) if scheme == "residual-float" and min_cosine else 0
+    if len(x) - n_check < 16:
+        n_check = 0  # too few images to hold some out: calibrate on all, no float-layer search
+    calib, check = (x[:-n_check], x[-n_check:]) if n_check else (x, x[:64])
+    calib_method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                    "entropy": CalibrationMethod.Entropy}[method]
     with tempfile.TemporaryDirectory() as tmp, atomic_path(out) as final_tmp, _quiet():
-        pre = Path(tmp) / "pre.onnx"
+        pre, raw = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(final_tmp), _Reader(info.input_name, x), quant_format=QuantFormat.QDQ,
+        quantize_static(str(pre), str(raw), _Reader(info.input_name, calib), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=calib, extra_options={"CalibTensorRangeSymmetric": False})
-        _tag_int8(final_tmp, model)
-        report = compare_outputs(model, final_tmp, x[:64])
-    report.update({"calibration_images": int(len(x)), "method": method, "per_channel": per_channel,
-                   "format": "QDQ U8S8", "out": str(out)})
+                        calibrate_method=calib_method, **_scheme_options(scheme))
+        qmodel = onnx.load(str(raw))
+        search: dict[str, Any] = {}
+        if scheme == "residual-float":
+            float_skip_paths(qmodel)
+            if n_check:
+                qmodel, search = keep_float_until(qmodel, onnx.load(str(pre)), check, min_cosine)
+        _tag_int8(qmodel, model)
+        onnx.save(qmodel, str(final_tmp))
+        report = compare_outputs(model, final_tmp, check[:64])
+    report.update({"calibration_images": int(len(calib)), "holdout_images": int(n_check), "method": method,
+                   "per_channel": per_channel, "scheme": scheme, "format": "QDQ U8S8", "out": str(out), **search})
     return report
+
+
+def _scheme_options(scheme: str) -> dict[str, Any]:
+    extra: dict[str, Any] = {"CalibTensorRangeSymmetric": False}
+    if scheme == "full":
+        return {"extra_options": extra}
+    extra["OpTypesToExcludeOutputQuantization"] = list(LAYER_OPS)
+    return {"op_types_to_quantize": list(LAYER_OPS), "extra_options": extra}
+
+
+def keep_float_until(qmodel, float_model, x: np.ndarray, min_cosine: float) -> tuple[Any, dict[str, Any]]:
+    """Put the layers whose int8 costs the most back to float until the first output's cosine to fp32 is
+    >= ``min_cosine`` on every row of ``x``. Each layer is ranked by the mean cosine gained by restoring it
+    alone. Returns (model, {"int8_layers", "float_layers", "search_min_cosine"})."""
+    from faceembed.evaluation.scores import cosine_scores
+
+    reference = _run_first_output(float_model, x)
+
+    def cosines(m) -> np.ndarray:
+        return cosine_scores(_run_first_output(m, x), reference)
+
+    layers = quantized_layers(qmodel)
+    restored: list[str] = []
+    cos = cosines(qmodel)
+    if cos.min() < min_cosine and layers:
+        gain = {name: cosines(restore_float(qmodel, float_model, [name])).mean() for name in layers}
+        for name in sorted(layers, key=lambda n: -gain[n]):
+            restored.append(name)
+            candidate = restore_float(qmodel, float_model, restored)
+            cos = cosines(candidate)
+            if cos.min() >= min_cosine:
+                break
+        qmodel = candidate
+    return qmodel, {"int8_layers": len(layers) - len(restored), "float_layers": restored,
+                    "search_min_cosine": float(cos.min())}
+
+
+def _run_first_output(model, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    out = [session.run(None, {name: x[i:i + 32]})[0] for i in range(0, len(x), 32)]
+    return np.concatenate(out).reshape(len(x), -1).astype(np.float64)
 
 
 @contextlib.contextmanager
@@ -76,15 +151,13 @@ def _quiet():
         logger.setLevel(level)
 
 
-def _tag_int8(path: Path, source: str | Path) -> None:
+def _tag_int8(model, source: str | Path) -> None:
     import onnx
 
     src_meta = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
-    model = onnx.load(str(path))
     del model.metadata_props[:]
     for key, value in {**src_meta, "faceembed.precision": "int8"}.items():
         model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
 
 
 def compare_outputs(reference: str | Path, candidate: str | Path, x: np.ndarray) -> dict[str, Any]:

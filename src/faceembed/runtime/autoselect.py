@@ -3,9 +3,9 @@
 Candidates are what the file can run as: an fp32 ONNX file on ONNX Runtime (fp32) and OpenVINO (fp32 and
 bf16 hints); an int8 or fp16 file on ONNX Runtime and OpenVINO at the file's precision; a checkpoint on
 PyTorch (fp32 and bf16). Each candidate is timed on the same batch (real inputs when the caller gives
-``sample``, else a fixed pseudo-random batch in the pixel range); one whose first output has cosine
-< ``COSINE_MIN`` on any row to the first candidate's (ONNX Runtime, or PyTorch fp32, on the same file) is
-rejected. The choice is cached per (file hash, machine,
+``sample``, as ``infer`` does with its first input file; else a fixed pseudo-random batch in the pixel
+range); one whose first output has cosine < ``COSINE_MIN`` on any row to the first candidate's (ONNX
+Runtime, or PyTorch fp32, on the same file) is rejected. The choice is cached per (file hash, machine,
 threads, batch) in ``$FACEEMBED_CACHE_DIR/auto_backend.json`` (default ``~/.cache/faceembed``), so only the
 first run measures; ``faceembed bench`` writes the same cache for the files it measures.
 """
@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,16 +111,25 @@ def _sample(item_shape: tuple[int, ...], batch: int) -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 255, size=(batch, *item_shape)).astype(np.float32)
 
 
+Sample = np.ndarray | Callable[[tuple[int, ...]], np.ndarray | None] | None
+
+
 def measure_choice(path: str | Path, threads: int | None = None, batch: int = 32, precision: str | None = None,
-                   sample: np.ndarray | None = None, min_seconds: float = 0.3) -> dict[str, Any]:
-    """Time every candidate on one batch and return the fastest accurate one (with every measurement)."""
+                   sample: Sample = None, min_seconds: float = 0.3) -> dict[str, Any]:
+    """Time every candidate on one batch and return the fastest accurate one (with every measurement).
+
+    ``sample``: real input rows, or a function of the model's item shape returning them (called only when
+    a measurement is needed; None falls back to the pseudo-random batch)."""
     from faceembed.runtime.timing import time_calls
 
     options = candidates(path, precision)
     if not options:
         raise BackendUnavailableError(f"no backend runs this file at precision {precision}", path)
     reference_backend = load_backend(path, options[0][0], options[0][1], threads)
-    x = sample if sample is not None else _sample(reference_backend.item_shape, batch)
+    if callable(sample):
+        sample = sample(reference_backend.item_shape)
+    given = sample is not None and len(sample) > 0
+    x = sample if given else _sample(reference_backend.item_shape, batch)
     x = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])), dtype=np.float32)
     reference = reference_backend.run(x)[0]
     tried: list[dict[str, Any]] = []
@@ -138,11 +148,12 @@ def measure_choice(path: str | Path, threads: int | None = None, batch: int = 32
         raise BackendUnavailableError("no candidate backend reproduces the fp32 outputs", path)
     best = min(ok, key=lambda t: t["ms_per_image"])
     return {"backend": best["backend"], "precision": best["precision"], "ms_per_image": best["ms_per_image"],
-            "source": "measured by --backend auto", "candidates": tried}
+            "source": "measured by --backend auto", "inputs": "given" if given else "pseudo-random",
+            "candidates": tried}
 
 
 def choose_backend(path: str | Path, threads: int | None = None, batch: int = 32, precision: str | None = None,
-                   sample: np.ndarray | None = None) -> dict[str, Any]:
+                   sample: Sample = None) -> dict[str, Any]:
     """The cached choice for ``path`` on this machine, measuring (and caching) it on first use."""
     hit = cached_choice(path, threads, batch)
     if hit is not None and (precision is None or hit["precision"] == precision):
@@ -153,7 +164,7 @@ def choose_backend(path: str | Path, threads: int | None = None, batch: int = 32
 
 
 def load_auto(path: str | Path, threads: int | None = None, batch: int = 32, precision: str | None = None,
-              sample: np.ndarray | None = None) -> Backend:
+              sample: Sample = None) -> Backend:
     """Open ``path`` with the backend ``choose_backend`` picks."""
     choice = choose_backend(path, threads, batch, precision, sample)
     return load_backend(path, choice["backend"], choice["precision"], threads)

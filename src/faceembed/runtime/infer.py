@@ -283,6 +283,24 @@ def prepare_output(inputs: str | Path, output_dir: str | Path) -> tuple[list[Pat
     return files, manifest, out_dir
 
 
+def _open_backend(model: str | Path, backend: str, precision: str | None, threads: int | None, provider: str,
+                  first_input: Path, manifest: dict | None) -> Backend:
+    """``load_backend``; for ``auto`` a model not measured yet is measured on the first input file's rows."""
+    if backend != "auto":
+        return load_backend(model, backend, precision, threads, provider)
+    from faceembed.runtime.autoselect import load_auto
+
+    def first_rows(item_shape: tuple[int, ...]) -> np.ndarray | None:
+        try:
+            return read_input_file(first_input, item_shape, manifest)[:32]
+        except FaceembedError:  # a bad first file is reported when infer reaches it, not here
+            return None
+
+    if not Path(model).exists():
+        return load_backend(model, backend, precision, threads, provider)  # its one-line missing-file error
+    return load_auto(model, threads, precision=precision, sample=first_rows)
+
+
 def infer_files(
     model: str | Path,
     inputs: str | Path,
@@ -309,8 +327,8 @@ def infer_files(
 
     t_start = time.perf_counter()
     check_infer_options(outfmt, loop, on_error)
-    be = backend_obj or load_backend(model, backend, precision, threads, provider)
     files, manifest, out_dir = prepare_output(inputs, output_dir)
+    be = backend_obj or _open_backend(model, backend, precision, threads, provider, files[0], manifest)
     runner = FileRunner(be, out_dir, outfmt, batch, loop, warmup, manifest)
     rec = InferRecorder(InferSummary(str(model), be.name, be.precision), runner, files)
     with Progress(disable=not progress, transient=True) as bar:
