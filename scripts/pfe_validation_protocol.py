@@ -13,7 +13,9 @@ from faceembed.models.checkpoint import load_checkpoint
 from faceembed.evaluation.scores import mls_scores
 from faceembed.evaluation.verification import best_threshold, ten_fold_accuracy
 torch.set_num_threads(2)
-BACKBONE, CACHE = "runs/demo/mobilefacenet.pt", "runs/demo/pfe/cache"
+import os
+BACKBONE = os.environ.get("BACKBONE", "runs/demo/mobilefacenet.pt")
+CACHE = os.environ.get("CACHE", "runs/demo/pfe/cache")
 feats = lfw_features(BACKBONE, "../shared/data/lfw", "../shared/data/lfw/lfw_landmark.txt",
                      CACHE, progress=False)
 cfg = PFETrainConfig()

@@ -148,6 +148,19 @@ def test_train_head_loss_decreases() -> None:
     assert head.beta.item() > -7.0  # sigma grew from its tiny initial value
 
 
+def test_flip_augment_draws_mirror_rows() -> None:
+    """Identical mirror rows change nothing (the coin has its own generator); different ones do; without
+    ``flip_augment`` the mirror rows are ignored."""
+    fmaps, labels, mu = _synthetic(20, 4, 32, 8, seed=0)
+    other_f, _, other_mu = _synthetic(20, 4, 32, 8, seed=5)
+    on = PFETrainConfig(people_per_batch=8, images_per_person=4, lr=1e-2, max_steps=15, flip_augment=True)
+    off = PFETrainConfig(people_per_batch=8, images_per_person=4, lr=1e-2, max_steps=15)
+    plain = train_head(fmaps, labels, mu, off, seed=0)[1]["loss"]
+    assert train_head(fmaps, labels, mu, on, seed=0, mirrored=(fmaps, mu))[1]["loss"] == plain
+    assert train_head(fmaps, labels, mu, off, seed=0, mirrored=(other_f, other_mu))[1]["loss"] == plain
+    assert train_head(fmaps, labels, mu, on, seed=0, mirrored=(other_f, other_mu))[1]["loss"] != plain
+
+
 def test_head_ensemble_is_the_mean_log_sigma_of_its_members(tmp_path: Path) -> None:
     from faceembed.models.pfe_head import HeadEnsemble
 

@@ -100,6 +100,9 @@ def train_pfe(
     landmarks: Annotated[Path | None, typer.Option(help="Landmark file (default LFW lfw_landmark.txt).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Most training steps per head.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    heads: Annotated[int | None, typer.Option(help="Heads per model (averaged log sigma^2).")] = None,
+    flip_augment: Annotated[bool | None, typer.Option(
+        "--flip-augment/--no-flip-augment", help="Train on mirror images too (their features are cached).")] = None,
     progress: Progress = True,
 ) -> None:
     """Train PFE uncertainty heads with LFW's cross-fold protocol: head k never sees fold k's people."""
@@ -108,7 +111,7 @@ def train_pfe(
     from faceembed.training.train_pfe import PFETrainConfig, train_pfe_crossfold
 
     config = PFETrainConfig()
-    given = {"max_steps": max_steps, "seed": seed}
+    given = {"max_steps": max_steps, "seed": seed, "heads": heads, "flip_augment": flip_augment}
     config = replace(config, **{k: v for k, v in given.items() if v is not None})
     result = train_pfe_crossfold(backbone, lfw, landmarks or lfw / "lfw_landmark.txt", out, config, progress)
     print_json({k: result[k] for k in ("cosine", "mls", "mls_minus_cosine", "timing_s")})

@@ -107,7 +107,7 @@ def quantize(
              "full: every op int8 (fastest on ONNX Runtime).")] = "residual-float",
     min_cosine: Annotated[float, typer.Option(
         help="residual-float: keep the costliest layers in float until the output cosine to fp32 on held-out "
-             "calibration images reaches this (0: no search).")] = 0.999,
+             "calibration images reaches this (0: no search).")] = 0.9995,
 ) -> None:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on real images."""
     from faceembed.export.quantize import quantize_model

@@ -34,6 +34,10 @@ from faceembed.runtime.backends import OrtBackend, onnx_info
 
 METHODS = ("minmax", "percentile", "entropy")
 SCHEMES = ("residual-float", "full")
+# The float-layer search aims at half the cosine loss that bench and --backend auto accept (0.999): the
+# smallest cosine over a fresh set of images as large as the held-out one falls below the held-out minimum
+# about half the time, so aiming at the acceptance bar itself would fail that check about half the time.
+SEARCH_MIN_COSINE = 0.9995
 
 
 class _Reader:
@@ -48,7 +52,7 @@ class _Reader:
 
 def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: str | Path,
                    max_images: int = 256, method: str = "minmax", per_channel: bool = True,
-                   scheme: str = "residual-float", min_cosine: float | None = 0.999,
+                   scheme: str = "residual-float", min_cosine: float | None = SEARCH_MIN_COSINE,
                    holdout: float = 0.25) -> dict[str, Any]:
     """Quantize ``model`` (fp32 ONNX) to int8 QDQ calibrated on ``calibrate`` (tensor folder, .npy or array).
 

@@ -28,7 +28,7 @@ from faceembed.data.tensorfiles import (
     read_text_tensor,
     write_output,
 )
-from faceembed.errors import FaceembedError, NonFiniteError, ShapeMismatchError
+from faceembed.errors import FaceembedError, MissingInputError, NonFiniteError, ShapeMismatchError
 from faceembed.files import remove_stale_temps, write_json, write_text
 from faceembed.runtime.backends import Backend, load_backend
 
@@ -283,12 +283,13 @@ def prepare_output(inputs: str | Path, output_dir: str | Path) -> tuple[list[Pat
     return files, manifest, out_dir
 
 
-def _open_backend(model: str | Path, backend: str, precision: str | None, threads: int | None, provider: str,
-                  first_input: Path, manifest: dict | None) -> Backend:
-    """``load_backend``; for ``auto`` a model not measured yet is measured on the first input file's rows."""
-    if backend != "auto":
-        return load_backend(model, backend, precision, threads, provider)
+def _open_auto(model: str | Path, precision: str | None, threads: int | None, first_input: Path) -> Backend:
+    """``--backend auto``: a model not measured yet is measured on the rows of the first input file."""
     from faceembed.runtime.autoselect import load_auto
+
+    if not Path(model).exists():
+        raise MissingInputError("model file not found", Path(model))
+    manifest = read_manifest(first_input.parent)
 
     def first_rows(item_shape: tuple[int, ...]) -> np.ndarray | None:
         try:
@@ -296,8 +297,6 @@ def _open_backend(model: str | Path, backend: str, precision: str | None, thread
         except FaceembedError:  # a bad first file is reported when infer reaches it, not here
             return None
 
-    if not Path(model).exists():
-        return load_backend(model, backend, precision, threads, provider)  # its one-line missing-file error
     return load_auto(model, threads, precision=precision, sample=first_rows)
 
 
@@ -327,8 +326,12 @@ def infer_files(
 
     t_start = time.perf_counter()
     check_infer_options(outfmt, loop, on_error)
+    if backend_obj is None and backend != "auto":
+        backend_obj = load_backend(model, backend, precision, threads, provider)  # a bad model fails first
+    if backend_obj is None:
+        backend_obj = _open_auto(model, precision, threads, list_input_files(inputs)[0])
+    be = backend_obj
     files, manifest, out_dir = prepare_output(inputs, output_dir)
-    be = backend_obj or _open_backend(model, backend, precision, threads, provider, files[0], manifest)
     runner = FileRunner(be, out_dir, outfmt, batch, loop, warmup, manifest)
     rec = InferRecorder(InferSummary(str(model), be.name, be.precision), runner, files)
     with Progress(disable=not progress, transient=True) as bar:

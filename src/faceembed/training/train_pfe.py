@@ -110,6 +110,14 @@ class LFWFeatures:
     pairs: list  # View 2 pairs
     people_of_fold: list[set[str]]
     timing: dict[str, float]
+    fmaps_mirror: np.ndarray | None = None  # the same rows' horizontally mirrored images (flip_augment)
+    mu_mirror: np.ndarray | None = None
+
+    def mirrored(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Mirror-image (feature maps, mu) of rows ``idx``, or None when they were not extracted."""
+        if self.fmaps_mirror is None or self.mu_mirror is None:
+            return None
+        return self.fmaps_mirror[idx], self.mu_mirror[idx]
 
     @property
     def row(self) -> dict[str, int]:
@@ -134,9 +142,10 @@ class LFWFeatures:
 
 
 def lfw_features(backbone_ckpt: str | Path, lfw_root: str | Path, landmarks: str | Path, cache_dir: str | Path,
-                 workers: int = 2, progress: bool = True) -> LFWFeatures:
+                 workers: int = 2, progress: bool = True, mirror: bool = False) -> LFWFeatures:
     """Align (in memory), run the frozen backbone once and cache the features of the images that the
-    cross-fold protocol needs: every image of people with >= 2 images, and every pair image."""
+    cross-fold protocol needs: every image of people with >= 2 images, and every pair image; with ``mirror``
+    also of their horizontal mirror images (for ``flip_augment``)."""
     from faceembed.data.align import align_images_in_memory
     from faceembed.data.lfw import fold_people, list_lfw_images, read_landmarks, read_pairs
 
@@ -152,15 +161,24 @@ def lfw_features(backbone_ckpt: str | Path, lfw_root: str | Path, landmarks: str
     marks = read_landmarks(landmarks)
     size = (spec.height, spec.width)
 
-    def load_images() -> np.ndarray:
-        imgs = align_images_in_memory(lfw_root / "images", marks, needed, size=size, workers=workers)
-        return imgs[..., ::-1] if spec.color == "BGR" else imgs
+    aligned: list[np.ndarray] = []  # aligned once even when both the images and their mirrors miss the cache
 
-    fmaps, mu, timing = cached_feature_maps(
-        Path(cache_dir), backbone_ckpt, backbone, needed, load_images,
-        extra_key=f"{Path(landmarks).name}:{_file_sha256(Path(landmarks))}:{size}:{spec.color}",
-        progress=progress)
-    return LFWFeatures(fmaps, mu, needed, by_person, multi, pairs, fold_people(pairs), timing)
+    def load_images() -> np.ndarray:
+        if not aligned:
+            imgs = align_images_in_memory(lfw_root / "images", marks, needed, size=size, workers=workers)
+            aligned.append(imgs[..., ::-1] if spec.color == "BGR" else imgs)
+        return aligned[0]
+
+    key = f"{Path(landmarks).name}:{_file_sha256(Path(landmarks))}:{size}:{spec.color}"
+    fmaps, mu, timing = cached_feature_maps(Path(cache_dir), backbone_ckpt, backbone, needed, load_images,
+                                            extra_key=key, progress=progress)
+    feats = LFWFeatures(fmaps, mu, needed, by_person, multi, pairs, fold_people(pairs), timing)
+    if mirror:
+        feats.fmaps_mirror, feats.mu_mirror, mirror_timing = cached_feature_maps(
+            Path(cache_dir), backbone_ckpt, backbone, needed, lambda: np.ascontiguousarray(load_images()[:, :, ::-1]),
+            extra_key=key + ":mirror", progress=progress)
+        feats.timing.update({f"mirror_{k}": v for k, v in mirror_timing.items()})
+    return feats
 
 
 def _calibration(head, feats: LFWFeatures, va_idx: np.ndarray, va_lab: np.ndarray, max_genuine: int,
@@ -207,7 +225,8 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
     arch, bconfig = payload["arch"], payload["config"]
     backbone, spec, _ = load_checkpoint(backbone_ckpt)
     del payload
-    feats = lfw_features(backbone_ckpt, lfw_root, landmarks, out_dir / "cache", workers, progress)
+    feats = lfw_features(backbone_ckpt, lfw_root, landmarks, out_dir / "cache", workers, progress,
+                         mirror=config.flip_augment)
     fmaps, mu, pairs, row = feats.fmaps, feats.mu, feats.pairs, feats.row
     i1 = np.array([row[p.relpath1] for p in pairs])
     i2 = np.array([row[p.relpath2] for p in pairs])
@@ -234,7 +253,8 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
             hists = []
             for j, member in enumerate(members):  # each member: its own seed and early stopping
                 state, hist = train_head(fmaps[tr_idx], tr_lab, mu[tr_idx], config,
-                                         val=(fmaps[va_idx], va_lab, mu[va_idx]), seed=config.seed + k + 1000 * j)
+                                         val=(fmaps[va_idx], va_lab, mu[va_idx]), seed=config.seed + k + 1000 * j,
+                                         mirrored=feats.mirrored(tr_idx))
                 member.load_state_dict(state)
                 hists.append(hist)
             model.eval()
@@ -286,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in ("backbone_ckpt", "lfw_root", "landmarks", "out_dir"):
         ap.add_argument(name)
     for f in dataclasses.fields(PFETrainConfig):
-        ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+        kind = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(f.default, bool) else type(f.default)
+        ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     a = vars(ap.parse_args(argv))
     cfg = PFETrainConfig(**{f.name: a[f.name] for f in dataclasses.fields(PFETrainConfig)})
     res = train_pfe_crossfold(a["backbone_ckpt"], a["lfw_root"], a["landmarks"], a["out_dir"], cfg)
