@@ -326,11 +326,12 @@ def infer_files(
 
     t_start = time.perf_counter()
     check_infer_options(outfmt, loop, on_error)
-    if backend_obj is None and backend != "auto":
-        backend_obj = load_backend(model, backend, precision, threads, provider)  # a bad model fails first
-    if backend_obj is None:
-        backend_obj = _open_auto(model, precision, threads, list_input_files(inputs)[0])
-    be = backend_obj
+    if backend_obj is not None:
+        be = backend_obj
+    elif backend == "auto":
+        be = _open_auto(model, precision, threads, list_input_files(inputs)[0])
+    else:
+        be = load_backend(model, backend, precision, threads, provider)
     files, manifest, out_dir = prepare_output(inputs, output_dir)
     runner = FileRunner(be, out_dir, outfmt, batch, loop, warmup, manifest)
     rec = InferRecorder(InferSummary(str(model), be.name, be.precision), runner, files)
