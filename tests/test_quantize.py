@@ -103,3 +103,13 @@ def test_bad_scheme_is_one_error(tiny, tmp_path):
     with pytest.raises(FaceembedError, match="--scheme"):
         quantize_model(path, x, tmp_path / "x.onnx", scheme="fast")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_calibration_of_the_wrong_shape_is_one_error(tiny, tmp_path):
+    from faceembed.errors import ShapeMismatchError
+
+    path, _ = tiny
+    np.save(tmp_path / "calib.npy", np.zeros((20, 28, 28, 1), np.float32))
+    with pytest.raises(ShapeMismatchError, match=r"calib.npy.*items of shape \[28, 28, 1\]"):
+        quantize_model(path, tmp_path / "calib.npy", tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()

@@ -108,11 +108,13 @@ def quantize(
     min_cosine: Annotated[float, typer.Option(
         help="residual-float: keep the costliest layers in float until the output cosine to fp32 on held-out "
              "calibration images reaches this (0: no search).")] = 0.9995,
+    progress: Progress = True,
 ) -> None:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on real images."""
     from faceembed.export.quantize import quantize_model
 
-    report = quantize_model(model, calibrate, out, max_images, method, scheme=scheme, min_cosine=min_cosine or None)
+    report = quantize_model(model, calibrate, out, max_images, method, scheme=scheme, min_cosine=min_cosine or None,
+                            progress=progress)
     report.pop("agreement_json", None)
     print_json(report)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from faceembed.data.tensorfiles import list_input_files, read_bin, read_manifest, read_npy
-from faceembed.errors import FaceembedError, MissingInputError
+from faceembed.errors import FaceembedError, MissingInputError, ShapeMismatchError
 from faceembed.export.onnx_export import PARITY_BATCHES, ParityReport, export_onnx
 from faceembed.models.checkpoint import InputSpec, read_checkpoint
 
@@ -21,7 +21,7 @@ def load_tensor_input(path: str | Path, item_shape: tuple[int, ...], limit: int 
     if not path.exists():
         raise MissingInputError("parity input not found", path)
     if path.suffix == ".npy":
-        return read_npy(path).astype(np.float32)[:limit]
+        return check_items(read_npy(path).astype(np.float32)[:limit], item_shape, path)
     manifest = read_manifest(path) if path.is_dir() else None
     chunks, total = [], 0
     for f in list_input_files(path, suffixes=(".bin",)):
@@ -34,7 +34,15 @@ def load_tensor_input(path: str | Path, item_shape: tuple[int, ...], limit: int 
         total += len(arr)
         if total >= limit:
             break
-    return np.concatenate(chunks)[:limit].astype(np.float32)
+    return check_items(np.concatenate(chunks)[:limit].astype(np.float32), item_shape, path)
+
+
+def check_items(x: np.ndarray, item_shape: tuple[int, ...], source: str | Path) -> np.ndarray:
+    """``x`` itself when its items have the model's input shape; else one clear error naming ``source``."""
+    if tuple(x.shape[1:]) != tuple(item_shape):
+        raise ShapeMismatchError(f"items of shape {list(x.shape[1:])}, but the model takes {list(item_shape)}",
+                                 source)
+    return x
 
 
 def lfw_root() -> Path | None:

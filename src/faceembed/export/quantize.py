@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from faceembed.errors import FaceembedError
-from faceembed.export.parity_inputs import load_tensor_input
+from faceembed.export.parity_inputs import check_items, load_tensor_input
 from faceembed.export.qdq_graph import LAYER_OPS, float_skip_paths, quantized_layers, restore_float
 from faceembed.files import atomic_path
 from faceembed.runtime.backends import OrtBackend, onnx_info
@@ -53,7 +53,7 @@ class _Reader:
 def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: str | Path,
                    max_images: int = 256, method: str = "minmax", per_channel: bool = True,
                    scheme: str = "residual-float", min_cosine: float | None = SEARCH_MIN_COSINE,
-                   holdout: float = 0.25) -> dict[str, Any]:
+                   holdout: float = 0.25, progress: bool = False) -> dict[str, Any]:
     """Quantize ``model`` (fp32 ONNX) to int8 QDQ calibrated on ``calibrate`` (tensor folder, .npy or array).
 
     With ``scheme="residual-float"`` and ``min_cosine``, a ``holdout`` fraction of the calibration images
@@ -71,7 +71,7 @@ def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: s
     if scheme not in SCHEMES:
         raise FaceembedError(f"--scheme must be one of {', '.join(SCHEMES)}")
     x = calibrate if isinstance(calibrate, np.ndarray) else load_tensor_input(calibrate, info.item_shape, max_images)
-    x = np.ascontiguousarray(x[:max_images], dtype=np.float32)
+    x = check_items(np.ascontiguousarray(x[:max_images], dtype=np.float32), info.item_shape, "calibration inputs")
     n_check = max(16, int(len(x) * holdout)) if scheme == "residual-float" and min_cosine else 0
     if len(x) - n_check < 16:
         n_check = 0  # too few images to hold some out: calibrate on all, no float-layer search
@@ -89,7 +89,7 @@ def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: s
         if scheme == "residual-float":
             float_skip_paths(qmodel)
             if n_check:
-                qmodel, search = keep_float_until(qmodel, onnx.load(str(pre)), check, min_cosine)
+                qmodel, search = keep_float_until(qmodel, onnx.load(str(pre)), check, min_cosine, progress)
         _tag_int8(qmodel, model)
         onnx.save(qmodel, str(final_tmp))
         report = compare_outputs(model, final_tmp, check[:64])
@@ -106,10 +106,13 @@ def _scheme_options(scheme: str) -> dict[str, Any]:
     return {"op_types_to_quantize": list(LAYER_OPS), "extra_options": extra}
 
 
-def keep_float_until(qmodel, float_model, x: np.ndarray, min_cosine: float) -> tuple[Any, dict[str, Any]]:
+def keep_float_until(qmodel, float_model, x: np.ndarray, min_cosine: float,
+                     progress: bool = False) -> tuple[Any, dict[str, Any]]:
     """Put the layers whose int8 costs the most back to float until the first output's cosine to fp32 is
     >= ``min_cosine`` on every row of ``x``. Each layer is ranked by the mean cosine gained by restoring it
     alone. Returns (model, {"int8_layers", "float_layers", "search_min_cosine"})."""
+    from rich.progress import Progress
+
     from faceembed.evaluation.scores import cosine_scores
 
     reference = _run_first_output(float_model, x)
@@ -121,13 +124,20 @@ def keep_float_until(qmodel, float_model, x: np.ndarray, min_cosine: float) -> t
     restored: list[str] = []
     cos = cosines(qmodel)
     if cos.min() < min_cosine and layers:
-        gain = {name: cosines(restore_float(qmodel, float_model, [name])).mean() for name in layers}
-        for name in sorted(layers, key=lambda n: -gain[n]):
-            restored.append(name)
-            candidate = restore_float(qmodel, float_model, restored)
-            cos = cosines(candidate)
-            if cos.min() >= min_cosine:
-                break
+        with Progress(disable=not progress, transient=True) as bar:
+            task = bar.add_task("rank int8 layers", total=len(layers))
+            gain = {}
+            for name in layers:
+                gain[name] = cosines(restore_float(qmodel, float_model, [name])).mean()
+                bar.advance(task)
+            bar.update(task, description="restore float layers", completed=0)
+            for name in sorted(layers, key=lambda n: -gain[n]):
+                restored.append(name)
+                candidate = restore_float(qmodel, float_model, restored)
+                cos = cosines(candidate)
+                bar.advance(task)
+                if cos.min() >= min_cosine:
+                    break
         qmodel = candidate
     return qmodel, {"int8_layers": len(layers) - len(restored), "float_layers": restored,
                     "search_min_cosine": float(cos.min())}
