@@ -283,12 +283,17 @@ def prepare_output(inputs: str | Path, output_dir: str | Path) -> tuple[list[Pat
     return files, manifest, out_dir
 
 
-def _open_auto(model: str | Path, precision: str | None, threads: int | None, first_input: Path) -> Backend:
-    """``--backend auto``: a model not measured yet is measured on the rows of the first input file."""
+def open_backend(model: str | Path, backend: str, precision: str | None, threads: int | None, provider: str,
+                 inputs: str | Path) -> Backend:
+    """``load_backend``, except that ``auto`` measures a model it has not seen on the rows of the first file of
+    ``inputs`` (the files ``infer`` is about to run) instead of a pseudo-random batch."""
+    if backend != "auto":
+        return load_backend(model, backend, precision, threads, provider)
     from faceembed.runtime.autoselect import load_auto
 
     if not Path(model).exists():
         raise MissingInputError("model file not found", Path(model))
+    first_input = list_input_files(inputs)[0]
     manifest = read_manifest(first_input.parent)
 
     def first_rows(item_shape: tuple[int, ...]) -> np.ndarray | None:
@@ -326,12 +331,7 @@ def infer_files(
 
     t_start = time.perf_counter()
     check_infer_options(outfmt, loop, on_error)
-    if backend_obj is not None:
-        be = backend_obj
-    elif backend == "auto":
-        be = _open_auto(model, precision, threads, list_input_files(inputs)[0])
-    else:
-        be = load_backend(model, backend, precision, threads, provider)
+    be = backend_obj if backend_obj is not None else open_backend(model, backend, precision, threads, provider, inputs)
     files, manifest, out_dir = prepare_output(inputs, output_dir)
     runner = FileRunner(be, out_dir, outfmt, batch, loop, warmup, manifest)
     rec = InferRecorder(InferSummary(str(model), be.name, be.precision), runner, files)

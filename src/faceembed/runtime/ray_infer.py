@@ -16,6 +16,7 @@ from faceembed.runtime.infer import (
     InferRecorder,
     InferSummary,
     check_infer_options,
+    open_backend,
     prepare_output,
 )
 from faceembed.runtime.ray_engine import (
@@ -82,7 +83,7 @@ def infer_files_ray(
 
     clock = Stopwatch()
     check_infer_options(outfmt, loop, on_error)
-    driver_be = load_backend(model, backend, precision, 1, provider)  # validates everything before Ray starts
+    driver_be = open_backend(model, backend, precision, 1, provider, inputs)  # validates all before Ray starts
     files, manifest, out_dir = prepare_output(inputs, output_dir)
     runner = FileRunner(driver_be, out_dir, outfmt, batch, loop, warmup, manifest)
     summary = InferSummary(str(model), driver_be.name, driver_be.precision, engine="ray")
