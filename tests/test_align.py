@@ -9,7 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from faceembed.data.align import (
+from faceembed.data.images import read_image_rgb
+from faceembed.data.lfw import read_landmarks
+from faceembed.errors import InputFormatError, MissingInputError
+from faceembed.faces.align import (
     REFERENCE_112x96,
     REFERENCE_112x112,
     align_dataset,
@@ -19,9 +22,6 @@ from faceembed.data.align import (
     reference_points,
     similarity_transform,
 )
-from faceembed.data.images import read_image_rgb
-from faceembed.data.lfw import read_landmarks
-from faceembed.errors import InputFormatError, MissingInputError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -12,9 +12,9 @@ from torch import nn
 from faceembed import models
 from faceembed.errors import BackendUnavailableError
 from faceembed.export.onnx_export import export_onnx
+from faceembed.inference import autoselect
+from faceembed.inference.backends import load_backend
 from faceembed.models.checkpoint import InputSpec, save_checkpoint
-from faceembed.runtime import autoselect
-from faceembed.runtime.backends import load_backend
 
 SPEC = InputSpec(8, 6, 3, mean=127.5, scale=128.0, input_name="input", output_names=("embedding",))
 
@@ -73,7 +73,7 @@ def test_choice_is_fastest_accurate_and_cached(small_onnx, monkeypatch):
 def test_auto_backend_runs_and_matches_fp32(small_onnx):
     _, onnx_path = small_onnx
     x = np.random.default_rng(1).uniform(-1, 1, (4, 8, 6, 3)).astype(np.float32)
-    auto = load_backend(onnx_path, "auto", threads=1)
+    auto = autoselect.load_auto(onnx_path, threads=1)
     ref = load_backend(onnx_path, "ort", threads=1)
     a, b = auto.run(x)[0], ref.run(x)[0]
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -95,7 +95,7 @@ def test_damaged_cache_is_ignored(small_onnx):
 
 
 def test_infer_auto_measures_on_its_first_input_file(small_onnx, tmp_path):
-    from faceembed.runtime.infer import infer_files
+    from faceembed.batch.infer import infer_files
 
     _, onnx_path = small_onnx
     inputs = tmp_path / "inputs"

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from faceembed.bench import best_rows, speedups
+from faceembed.bench.run import best_rows, speedups
 
 
 def test_bench_mnist_report_structure(tmp_path):

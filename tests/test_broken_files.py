@@ -34,9 +34,9 @@ from faceembed.data.lfw import read_landmarks, read_pairs
 from faceembed.data.mnist import read_idx
 from faceembed.data.tensorfiles import read_listed_bin, read_manifest, read_npy, read_text_tensor
 from faceembed.errors import FaceembedError
+from faceembed.inference.backends import OrtBackend, onnx_info
 from faceembed.models.checkpoint import MNIST_INPUT, load_checkpoint, save_checkpoint
 from faceembed.models.mnist_net import MnistClassifier
-from faceembed.runtime.backends import OrtBackend, onnx_info
 
 PEAK_BYTES = 4 << 20  # a reader facing a lying header may use a few MB, never the header's count
 TIMEOUT_S = 20

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
+from faceembed.evaluation.landmarks import mean_normalised_distance
+from faceembed.faces import nms as B
 from faceembed.models.mtcnn import MTCNN, ONet, PNet, RNet, _same_pad
-from faceembed.runtime import nms as B
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LFW = SHARED / "lfw"
@@ -90,7 +91,7 @@ def test_pick_face_and_distance():
     assert B.pick_face(boxes, 220, 220, "largest") == 0
     assert B.pick_face(boxes, 220, 220, "center") == 1
     ref = np.array([[[0, 0], [10, 0], [5, 5], [0, 10], [10, 10]]], float)
-    assert B.mean_normalised_distance(ref + [1.0, 0.0], ref)[0] == pytest.approx(0.1)
+    assert mean_normalised_distance(ref + [1.0, 0.0], ref)[0] == pytest.approx(0.1)
 
 
 # ---- network layout -----------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ def _sample(n: int) -> list[str]:
 @pytest.mark.realdata
 def test_landmarks_match_reference_on_lfw():
     from faceembed.data.lfw import read_landmarks
-    from faceembed.runtime.detect_files import detect_files
+    from faceembed.faces.detect_files import detect_files
 
     names = _sample(120)
     res = detect_files(LFW / "images", names, workers=2, keep="center")
@@ -171,7 +172,7 @@ def test_landmarks_match_reference_on_lfw():
     ref = read_landmarks(LFW / "ldmark_lfw_mtcnncaffe.txt")
     pred = np.stack([res.landmarks[n] for n in names])
     r = np.stack([ref[n] for n in names])
-    d = B.mean_normalised_distance(pred, r)
+    d = mean_normalised_distance(pred, r)
     assert d.mean() < 0.05 and np.median(d) < 0.04
     px = np.hypot(*(pred - r).transpose(2, 0, 1)).mean(axis=1)
     assert (px < 3.0).mean() > 0.8  # most faces: within 3 px on average over the 5 points
@@ -182,7 +183,7 @@ def test_landmarks_match_reference_on_lfw():
 @pytest.mark.realdata
 def test_ort_and_torch_backends_agree():
     from faceembed.data.images import read_image_rgb
-    from faceembed.runtime.detect import MTCNNDetector
+    from faceembed.faces.detect import MTCNNDetector
 
     imgs = [read_image_rgb(LFW / "images" / n) for n in _sample(6)]
     a = MTCNNDetector(backend="ort").detect_many(imgs)

@@ -12,6 +12,7 @@ import torch
 
 from faceembed.models.checkpoint import FACE_INPUT_112x96, load_checkpoint, save_checkpoint
 from faceembed.models.pfe_head import PFEModel, UncertaintyHead
+from faceembed.models.to_onnx import torch_to_onnx
 from faceembed.training.pfe_fit import PFETrainConfig, PKSampler, make_validation_pairs, train_head
 
 
@@ -78,9 +79,7 @@ def test_pfe_onnx_export_dynamic_batch(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     model = PFEModel().eval()
     path = tmp_path / "pfe.onnx"
-    torch.onnx.export(model, (torch.randn(1, 3, 112, 96),), str(path), input_names=["input"],
-                      output_names=list(model.output_names), dynamic_axes={"input": {0: "batch"},
-                      "mu": {0: "batch"}, "sigma_sq": {0: "batch"}}, opset_version=17, dynamo=False)
+    torch_to_onnx(model, torch.randn(1, 3, 112, 96), path, "input", model.output_names, {0: "batch"}, opset=17)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()] == ["mu", "sigma_sq"]
     x = torch.randn(3, 3, 112, 96)

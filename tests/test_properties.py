@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from faceembed.batch.tobin import write_batches
 from faceembed.data.tensorfiles import (
     read_labels,
     read_listed_bin,
@@ -25,7 +26,6 @@ from faceembed.data.tensorfiles import (
     read_npy,
     write_output,
 )
-from faceembed.data.tobin import write_batches
 from faceembed.errors import FaceembedError
 from faceembed.models.checkpoint import InputSpec, load_checkpoint, read_checkpoint, save_checkpoint
 from faceembed.models.mnist_net import MnistClassifier

@@ -16,6 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 from faceembed.errors import FaceembedError  # noqa: E402
 from faceembed.export.qdq_graph import quantized_layers, restore_float  # noqa: E402
 from faceembed.export.quantize import quantize_model  # noqa: E402
+from faceembed.models.to_onnx import torch_to_onnx  # noqa: E402
 
 
 class TinyResNet(nn.Module):
@@ -38,9 +39,7 @@ class TinyResNet(nn.Module):
 def tiny(tmp_path_factory) -> tuple[Path, np.ndarray]:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("q") / "tiny.onnx"
-    torch.onnx.export(TinyResNet().eval(), (torch.randn(1, 3, 16, 12),), str(path), input_names=["input"],
-                      output_names=["embedding"], dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
-                      opset_version=17, dynamo=False)
+    torch_to_onnx(TinyResNet().eval(), torch.randn(1, 3, 16, 12), path, "input", ["embedding"], {0: "batch"}, opset=17)
     x = np.random.default_rng(0).standard_normal((96, 3, 16, 12)).astype(np.float32)
     return path, x
 

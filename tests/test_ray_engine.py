@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceembed.engines import check_engine
+from faceembed.engines.ray import session as ray_engine
+from faceembed.engines.ray.session import plan_blocks, plan_workers, raise_record
 from faceembed.errors import BackendUnavailableError, FaceembedError, ShapeMismatchError
-from faceembed.runtime import ray_engine
-from faceembed.runtime.ray_engine import check_engine, plan_blocks, plan_workers, raise_record
 
 # Ray Data's own DataContext warns about its deprecated settings when it copies the context; not ours.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -101,7 +102,7 @@ def ray_cluster():
 @pytest.fixture(scope="module")
 def lfw_work(tmp_path_factory):
     """MobileFaceNet as ONNX and 320 real LFW faces in 20 tensor files of 16."""
-    from faceembed.data.tobin import tobin_lfw
+    from faceembed.batch.tobin import tobin_lfw
     from faceembed.export.onnx_export import export_onnx
     from faceembed.models.importers import import_checkpoint
 
@@ -120,8 +121,8 @@ def _files(folder: Path, pattern: str = "*") -> dict[str, bytes]:
 
 @real_ray
 def test_infer_ray_matches_local_resumes_and_skips(ray_cluster, lfw_work):
-    from faceembed.runtime.infer import infer_files
-    from faceembed.runtime.ray_infer import infer_files_ray
+    from faceembed.batch.infer import infer_files
+    from faceembed.engines.ray.infer import infer_files_ray
 
     w = lfw_work
     local = infer_files(w / "mfn.onnx", w / "bins", w / "local", progress=False)
@@ -155,10 +156,10 @@ def test_infer_ray_matches_local_resumes_and_skips(ray_cluster, lfw_work):
 
 @real_ray
 def test_align_ray_matches_local_resumes_and_skips(ray_cluster, tmp_path):
-    from faceembed.data.align import align_dataset
     from faceembed.data.images import list_images
     from faceembed.data.lfw import read_landmarks
-    from faceembed.runtime.ray_align import align_dataset_ray
+    from faceembed.engines.ray.align import align_dataset_ray
+    from faceembed.faces.align import align_dataset
 
     subset = tmp_path / "images"
     subset.mkdir()
@@ -184,7 +185,7 @@ def test_align_ray_matches_local_resumes_and_skips(ray_cluster, tmp_path):
 
 @real_ray
 def test_cli_joins_a_running_cluster(ray_cluster, lfw_work):
-    from faceembed.runtime.infer import infer_files
+    from faceembed.batch.infer import infer_files
 
     if not (lfw_work / "local" / "outputs.json").is_file():
         infer_files(lfw_work / "mfn.onnx", lfw_work / "bins", lfw_work / "local", progress=False)
@@ -207,8 +208,8 @@ def test_cli_joins_a_running_cluster(ray_cluster, lfw_work):
 def test_embed_ray_matches_local(ray_cluster, lfw_work, tmp_path):
     from faceembed.data.images import list_images
     from faceembed.data.lfw import read_landmarks
-    from faceembed.runtime.embed import FaceModel, embed_images
-    from faceembed.runtime.ray_embed import embed_images_ray
+    from faceembed.engines.ray.embed import embed_images_ray
+    from faceembed.faces.embed import FaceModel, embed_images
 
     subset = tmp_path / "images"
     subset.mkdir()

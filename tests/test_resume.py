@@ -18,6 +18,7 @@ import torch
 from faceembed import models
 from faceembed.data.tensorfiles import write_bin, write_manifest
 from faceembed.export.onnx_export import export_onnx
+from faceembed.files import temp_prefix
 from faceembed.models.checkpoint import save_checkpoint
 from test_runtime import SPEC, TinyNet
 
@@ -125,6 +126,13 @@ def _tobin_cmd(out, *extra):
             "--batch-size", "8", "--no-progress", *extra]
 
 
+def _dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def _folder_bytes(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
@@ -150,7 +158,7 @@ def test_killed_tobin_resumes_to_identical_files(tmp_path):
 
 
 def test_tobin_redoes_partial_files_and_refuses_other_settings(tmp_path):
-    from faceembed.data.tobin import write_batches
+    from faceembed.batch.tobin import write_batches
     from faceembed.errors import FaceembedError
 
     x = np.random.default_rng(0).random((10, 4, 3, 1), dtype=np.float32)
@@ -160,9 +168,13 @@ def test_tobin_redoes_partial_files_and_refuses_other_settings(tmp_path):
     ref = _folder_bytes(tmp_path)
     (tmp_path / "1_image.bin").write_bytes(ref["1_image.bin"][:20])  # torn by another tool
     (tmp_path / "2_image.bin").unlink()
-    (tmp_path / ".3_image.bin.abcd.tmp.bin").write_bytes(b"half")  # a killed writer's temporary file
+    dead = _dead_pid()
+    (tmp_path / (temp_prefix(tmp_path / "3_image.bin", pid=dead) + "abcd.tmp.bin")).write_bytes(b"half")  # killed
+    (tmp_path / ".3_image.bin.abcd.tmp.bin").write_bytes(b"other")  # another program's: kept
     again = write_batches(x, y, tmp_path, 3, extra={"dataset": "t"})
     assert (again.files_done, again.files_skipped) == (2, 2)
+    assert (tmp_path / ".3_image.bin.abcd.tmp.bin").read_bytes() == b"other"
+    (tmp_path / ".3_image.bin.abcd.tmp.bin").unlink()
     assert _folder_bytes(tmp_path) == ref
     with pytest.raises(FaceembedError, match="other settings"):
         write_batches(x[::-1].copy(), y, tmp_path, 3, extra={"dataset": "other"})
@@ -188,7 +200,7 @@ def _fake_lfw(root):
 
 
 def test_tobin_lfw_on_error_skip(tmp_path):
-    from faceembed.data.tobin import tobin_lfw
+    from faceembed.batch.tobin import tobin_lfw
     from faceembed.errors import InputFormatError
 
     _fake_lfw(tmp_path / "lfw")

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 
 from faceembed import models
+from faceembed.batch.infer import infer_files
 from faceembed.data.tensorfiles import read_bin, write_bin, write_manifest
 from faceembed.errors import NonFiniteError, ParityError, ShapeMismatchError
 from faceembed.export.onnx_export import export_onnx
+from faceembed.inference.backends import load_backend, onnx_info
 from faceembed.models.checkpoint import InputSpec, save_checkpoint
-from faceembed.runtime.backends import load_backend, onnx_info
-from faceembed.runtime.infer import infer_files
 
 SPEC = InputSpec(8, 6, 3, mean=127.5, scale=128.0, input_name="input", output_names=("embedding", "score"))
 
@@ -121,7 +121,7 @@ def test_infer_writes_one_file_per_output(tiny_ckpt, tmp_path, outfmt):
     onnx_path = tmp_path / "tiny.onnx"
     export_onnx(tiny_ckpt(), onnx_path, _inputs())
     x = _bin_folder(tmp_path / "in")
-    summary = infer_files(onnx_path, tmp_path / "in", tmp_path / "out", outfmt, progress=False)
+    summary = infer_files(onnx_path, tmp_path / "in", tmp_path / "out", outfmt=outfmt, progress=False)
     assert summary.files_done == 3 and summary.images == 12
     assert set(summary.latency_ms_per_batch) >= {"mean", "median", "p90", "p99"}
     ext = outfmt.lower()

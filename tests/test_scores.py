@@ -96,5 +96,3 @@ def test_logistic_calibration_matches_a_direct_float64_fit() -> None:
     assert abs(np.sum(p - same)) < 1e-6 and abs(np.sum((p - same) * scores)) < 1e-4
     assert a == pytest.approx(0.2, rel=0.15) and b == pytest.approx(-1.5, abs=0.3)
     np.testing.assert_allclose(apply_calibration(scores, {"a": a, "b": b}), a * scores + b)
-    legacy = apply_calibration(scores, {"val_threshold": 5.0, "val_score_std": 2.0})
-    np.testing.assert_allclose(legacy, (scores - 5.0) / 2.0)

@@ -4,9 +4,13 @@ truncated output under the final name."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -19,6 +23,15 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+#: A temporary file of faceembed's writer: ``.NAME.fe-HOST-PID.XXXXXXXX.tmp.EXT``.
+_TEMP = re.compile(r"^\..+\.fe-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)\.[^.]+\.tmp")
+STALE_AFTER_S = 24 * 3600
+
+
+def temp_prefix(path: Path, pid: int | None = None) -> str:
+    """The prefix of a temporary file for ``path``: names the writing host and process (default: this one)."""
+    return f".{path.name}.fe-{_HOST}-{pid if pid is not None else os.getpid()}."
 
 
 @contextlib.contextmanager
@@ -29,7 +42,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the permissions a plain open() gives
@@ -85,14 +98,50 @@ def append_line(path: str | Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def is_stale_temp(path: Path, now: float | None = None) -> bool:
+    """True for a temporary file of faceembed's writer whose process is gone (same host), or that is older than
+    a day (another host's, whose processes this one cannot see). Any other file is never stale."""
+    m = _TEMP.match(path.name)
+    if m is None:
+        return False
+    try:
+        age = (now if now is not None else time.time()) - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age > STALE_AFTER_S:
+        return True
+    return m["host"] == _HOST and not _pid_alive(int(m["pid"]))
+
+
 def remove_stale_temps(folder: str | Path) -> int:
-    """Delete temporary files a killed writer left in ``folder`` (``.NAME.XXXX.tmp.EXT``); returns the count."""
+    """Delete the temporary files killed faceembed writers left in ``folder`` (:func:`is_stale_temp`); another
+    program's files and a live writer's are kept. Returns the count removed."""
     removed = 0
     for tmp in Path(folder).glob(".*.tmp*"):
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-            removed += 1
+        if is_stale_temp(tmp):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed += 1
     return removed
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:

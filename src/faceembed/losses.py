@@ -114,14 +114,6 @@ class MarginHead(nn.Module):
         return self.s * (cos + onehot * (phi - cos_t))
 
 
-def mutual_likelihood_score(mu1: torch.Tensor, sigma_sq1: torch.Tensor, mu2: torch.Tensor,
-                            sigma_sq2: torch.Tensor) -> torch.Tensor:
-    """PFE eq. 3: MLS = -1/2 sum_d [(mu1 - mu2)^2 / (s1 + s2) + log(s1 + s2)] - D/2 log(2 pi), per row."""
-    s = sigma_sq1 + sigma_sq2
-    d = mu1.shape[-1]
-    return -0.5 * (((mu1 - mu2) ** 2) / s + torch.log(s)).sum(-1) - 0.5 * d * math.log(2 * math.pi)
-
-
 def pfe_loss(mu: torch.Tensor, log_sigma_sq: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """PFE's training loss over the genuine pairs (i < j, same label) of a batch, as in the paper's code:
     mean of sum_d [(mu_i - mu_j)^2 / (s_i + s_j) + log(s_i + s_j)] = -2 MLS - D log(2 pi), so it has the

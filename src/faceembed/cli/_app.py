@@ -19,7 +19,46 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show p
 Engine = Annotated[str, typer.Option(help="local | ray (Ray Data; pip install 'faceembed\\[ray]').")]
 Address = Annotated[str | None, typer.Option(help="ray: cluster to join (auto, ray://HOST:10001); "
                                                   "default: a local Ray instance.")]
+Overwrite = Annotated[bool, typer.Option(help="The output folder holds another run's outputs: remove them and "
+                                               "start again (default: refuse, naming what differs).")]
 NumWorkers = Annotated[int | None, typer.Option(help="ray: workers (default: one per CPU).")]
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"112x96"`` -> ``(112, 96)`` (height x width); anything else is one clear error."""
+    from faceembed.errors import FaceembedError
+
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise FaceembedError(f"--size must look like 112x96 (height x width), not {text!r}") from None
+    if h <= 0 or w <= 0:
+        raise FaceembedError(f"--size must be positive, not {text!r}")
+    return h, w
+
+
+def split_choices(name: str, text: str, choices: tuple[str, ...]) -> list[str]:
+    """A comma-separated list of ``choices``; an unknown item is one clear error naming ``--name``."""
+    from faceembed.errors import FaceembedError
+
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in choices]
+    if bad or not items:
+        raise FaceembedError(f"--{name} takes a comma-separated list of {', '.join(choices)}, not {text!r}")
+    return items
+
+
+def split_ints(name: str, text: str, low: int = 1) -> list[int]:
+    """A comma-separated list of whole numbers >= ``low``; anything else is one clear error naming ``--name``."""
+    from faceembed.errors import FaceembedError
+
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < low:
+        raise FaceembedError(f"--{name} takes comma-separated whole numbers >= {low} (e.g. 1,32), not {text!r}")
+    return values
 
 
 def print_json(obj) -> None:

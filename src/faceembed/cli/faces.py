@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from faceembed.cli._app import Address, Engine, NumWorkers, Progress, app, print_json
-from faceembed.errors import FaceembedError
+from faceembed.cli._app import Address, Engine, NumWorkers, Overwrite, Progress, app, parse_size, print_json
 
 PANEL = "Faces: LFW and PFE"
 
@@ -34,41 +33,20 @@ def align(
     size: Annotated[str, typer.Option(help="112x96 or 112x112.")] = "112x96",
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
     on_error: Annotated[str, typer.Option(help="stop | skip (bad images go to skipped.txt).")] = "stop",
+    overwrite: Overwrite = False,
     engine: Engine = "local",
     address: Address = None,
     num_workers: NumWorkers = None,
     progress: Progress = True,
 ) -> None:
     """Align every image with a 5-point similarity transform onto the SphereFace/PFE template."""
-    from faceembed.data.align import align_dataset
-    from faceembed.data.images import list_images
-    from faceembed.data.lfw import read_landmarks
+    from faceembed.engines import Engine
+    from faceembed.faces.people import align_folder
 
-    try:
-        h, w = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise FaceembedError(f"--size must look like 112x96, not {size!r}") from None
-    from faceembed.runtime.ray_engine import check_engine
-
-    check_engine(engine, address, num_workers)
-    run_align = align_dataset
-    if engine == "ray":
-        from functools import partial
-
-        from faceembed.runtime.ray_align import align_dataset_ray
-
-        run_align, workers = partial(align_dataset_ray, address=address), num_workers or workers
-    if landmarks is None:  # detect first (once: a rerun reuses OUT/landmarks.txt)
-        from faceembed.runtime.detect_files import detect_files, write_detections
-
-        landmarks = out / "landmarks.txt"
-        if not landmarks.is_file():
-            found = detect_files(images, list_images(images), workers=workers, on_error="skip", progress=progress)
-            write_detections(landmarks, found)
-    summary = run_align(images, read_landmarks(landmarks), list_images(images), out, (h, w), workers,
-                            progress, on_error)
+    summary = align_folder(images, out, landmarks, workers, Engine(engine, address, num_workers),
+                           size=parse_size(size), progress=progress, on_error=on_error, overwrite=overwrite)
     print_json({"aligned": summary.aligned, "fallback_center_crop": summary.fallback, "skipped": summary.skipped,
-                 "failed": len(summary.failed), "seconds": round(summary.seconds, 2)})
+                "failed": len(summary.failed), "seconds": round(summary.seconds, 2)})
     if summary.failed:
         raise typer.Exit(2)
 
@@ -85,7 +63,7 @@ def verify(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
 ) -> None:
     """10-fold verification accuracy (threshold from the other 9 folds), ROC, AUC, EER, TAR at FAR."""
-    from faceembed.evaluation.verification_files import verify_files
+    from faceembed.batch.verify import verify_files
 
     result = verify_files(pairs, features, metric, flip_features, flip_mode, mean_subtract, roc_plot, json_out)
     typer.echo(f"{metric} accuracy {result['accuracy']:.4f} +- {result['accuracy_std']:.4f} "
@@ -103,6 +81,7 @@ def train_pfe(
     heads: Annotated[int | None, typer.Option(help="Heads per model (averaged log sigma^2).")] = None,
     flip_augment: Annotated[bool | None, typer.Option(
         "--flip-augment/--no-flip-augment", help="Train on mirror images too (their features are cached).")] = None,
+    overwrite: Overwrite = False,
     progress: Progress = True,
 ) -> None:
     """Train PFE uncertainty heads with LFW's cross-fold protocol: head k never sees fold k's people."""
@@ -113,5 +92,6 @@ def train_pfe(
     config = PFETrainConfig()
     given = {"max_steps": max_steps, "seed": seed, "heads": heads, "flip_augment": flip_augment}
     config = replace(config, **{k: v for k, v in given.items() if v is not None})
-    result = train_pfe_crossfold(backbone, lfw, landmarks or lfw / "lfw_landmark.txt", out, config, progress)
+    result = train_pfe_crossfold(backbone, lfw, landmarks or lfw / "lfw_landmark.txt", out, config, progress,
+                                 overwrite=overwrite)
     print_json({k: result[k] for k in ("cosine", "mls", "mls_minus_cosine", "timing_s")})

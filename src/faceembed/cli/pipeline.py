@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from faceembed.cli._app import Address, Engine, NumWorkers, Progress, app, print_json
+from faceembed.cli._app import (
+    Address,
+    Engine,
+    NumWorkers,
+    Overwrite,
+    Progress,
+    app,
+    print_json,
+    split_choices,
+    split_ints,
+)
 from faceembed.errors import FaceembedError
 
 PANEL = "Pipeline: train, export, run, evaluate"
@@ -135,18 +145,20 @@ def bench(
     data_path: Annotated[bool, typer.Option(help="Also time LFW align + preprocess and verify (needs --data).")] = True,
     ort_ablation: Annotated[bool, typer.Option(help="Also time each ONNX Runtime session choice alone.")] = False,
     task_accuracy: Annotated[bool, typer.Option(help="MNIST / LFW accuracy of every configuration.")] = True,
+    overwrite: Overwrite = False,
     progress: Progress = True,
 ) -> None:
     """Time every model x backend x precision x batch against the peers' defaults, with accuracy checked."""
-    from faceembed.bench import BenchOptions, run_bench
+    from faceembed.bench.models import BENCH_MODELS
+    from faceembed.bench.run import BenchOptions, run_bench
+    from faceembed.inference.backends import BACKENDS
     from faceembed.report.bench_table import print_bench
 
-    def split(text: str) -> list[str]:
-        return [t.strip() for t in text.split(",") if t.strip()]
-
-    options = BenchOptions(split(models), split(backends), split(precision), [int(b) for b in split(batch)],
-                           threads, min_seconds, work_dir=work_dir, data=data, data_path=data_path,
-                           ort_ablation=ort_ablation, task_accuracy=task_accuracy)
+    options = BenchOptions(split_choices("models", models, BENCH_MODELS), split_choices("backends", backends, BACKENDS),
+                           split_choices("precision", precision, ("fp32", "bf16", "int8")),
+                           split_ints("batch", batch), threads, min_seconds, work_dir=work_dir, data=data,
+                           data_path=data_path, ort_ablation=ort_ablation, task_accuracy=task_accuracy,
+                           overwrite=overwrite)
     print_bench(run_bench(options, json_out, plot, progress))
 
 
@@ -158,7 +170,9 @@ def tobin(
     batch_size: Annotated[int | None, typer.Option(help="Images per .bin file (mnist 32, lfw 1).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N images (e.g. 5120).")] = None,
     shuffle_seed: Annotated[int | None, typer.Option(help="mnist: draw a random subset with this seed.")] = None,
-    data: Annotated[Path, typer.Option(help="lfw: the LFW folder (images/, pairs.txt).")] = Path("../shared/data/lfw"),
+    data: Annotated[Path | None, typer.Option(help="lfw: the LFW folder (images/, pairs.txt; default "
+                                                    "../shared/data/lfw); mnist: the folder of the four IDX files "
+                                                    "(default: the bundled copy).")] = None,
     landmarks: Annotated[Path | None, typer.Option(help="lfw: landmark file (default lfw_landmark.txt).")] = None,
     pairs: Annotated[Path | None, typer.Option(help="lfw: write the images of this pairs file.")] = None,
     all_images: Annotated[bool, typer.Option(help="lfw: every image, not only those in pairs.txt.")] = False,
@@ -169,15 +183,23 @@ def tobin(
     """Write preprocessed input tensors as raw little-endian float32 files (NHWC) plus a manifest.
 
     Rerun the same command after an interruption: complete batch files are kept, the rest written."""
-    from faceembed.data.tobin import tobin_lfw, tobin_mnist
+    from faceembed.batch.tobin import tobin_lfw, tobin_mnist
 
-    if dataset == "mnist":
-        summary = tobin_mnist(out, split, batch_size or 32, limit, shuffle_seed)
-    elif dataset == "lfw":
-        summary = tobin_lfw(data, out, landmarks, batch_size or 1, pairs_only=not all_images, flip=flip,
-                            limit=limit, progress=progress, pairs=pairs, on_error=on_error)
-    else:
+    given = {"--split": split != "test", "--shuffle-seed": shuffle_seed is not None, "--landmarks": landmarks,
+             "--pairs": pairs, "--all-images": all_images, "--flip": flip, "--on-error": on_error != "stop"}
+    applies = {"mnist": {"--split", "--shuffle-seed"},
+               "lfw": {"--landmarks", "--pairs", "--all-images", "--flip", "--on-error"}}
+    if dataset not in applies:
         raise FaceembedError(f"unknown dataset {dataset!r}; choose mnist or lfw")
+    wrong = [flag for flag, on in given.items() if on and flag not in applies[dataset]]
+    if wrong:
+        raise FaceembedError(f"{', '.join(wrong)} does not apply to 'tobin {dataset}'")
+    if dataset == "mnist":
+        summary = tobin_mnist(out, split, batch_size or 32, limit, shuffle_seed, data_root=data)
+    else:
+        summary = tobin_lfw(data or Path("../shared/data/lfw"), out, landmarks, batch_size or 1,
+                            pairs_only=not all_images, flip=flip, limit=limit, progress=progress, pairs=pairs,
+                            on_error=on_error)
     print_json(summary.to_dict())
 
 
@@ -194,36 +216,18 @@ def infer(
     backend: Annotated[str, typer.Option(help="ort | openvino | torch | auto (fastest accurate, cached)")] = "ort",
     precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 | int8")] = None,
     on_error: Annotated[str, typer.Option(help="stop | skip (bad inputs go to skipped.txt).")] = "stop",
+    overwrite: Overwrite = False,
     engine: Engine = "local",
     address: Address = None,
     num_workers: NumWorkers = None,
     progress: Progress = True,
 ) -> None:
     """Run a model over tensor files: one output file per input file and output, plus latency statistics."""
-    from faceembed.runtime.infer import infer_files
-    from faceembed.runtime.ray_engine import check_engine
+    from faceembed.engines import Engine
 
-    check_engine(engine, address, num_workers)
-    if engine == "ray":
-        from faceembed.runtime.ray_infer import infer_files_ray as run
-        ray_options = {"address": address, "num_workers": num_workers}
-    else:
-        run, ray_options = infer_files, {}
-    summary = run(
-        model,
-        input,
-        output,
-        outfmt,
-        batch,
-        loop,
-        threads,
-        provider,
-        backend,
-        precision,
-        on_error=on_error,
-        progress=progress,
-        **ray_options,
-    )
+    summary = Engine(engine, address, num_workers).infer(
+        model, input, output, outfmt=outfmt, batch=batch, loop=loop, threads=threads, provider=provider,
+        backend=backend, precision=precision, on_error=on_error, progress=progress, overwrite=overwrite)
     print_json(summary.to_dict())
     if summary.files_failed:
         raise typer.Exit(2)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -245,14 +243,6 @@ def read_listed_bin(path: str | Path, manifest: dict[str, Any]) -> np.ndarray:
     return read_bin(path, manifest["dtype"], manifest["item_shape"], entry.get("count"))
 
 
-_NUM = re.compile(r"(\d+)")
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key putting ``2_image.bin`` before ``10_image.bin``."""
-    return [int(t) if t.isdigit() else t for t in _NUM.split(name)]
-
-
 def list_input_files(spec: str | Path, suffixes: Sequence[str] = (".bin", ".npy", ".txt")) -> list[Path]:
     """Resolve infer's ``--input``: a folder (its tensor files, lexicographic order as msame) or a
     comma-separated list of files."""
@@ -273,9 +263,3 @@ def list_input_files(spec: str | Path, suffixes: Sequence[str] = (".bin", ".npy"
     if not files:
         raise MissingInputError("no input given")
     return files
-
-
-def disk_free_bytes(folder: str | Path) -> int:
-    """Free bytes on the file system holding ``folder`` (for a clear 'disk full' check up front)."""
-    st = os.statvfs(Path(folder))
-    return st.f_bavail * st.f_frsize

@@ -20,7 +20,7 @@ from rich.table import Table
 from faceembed.demo.common import StepTimer, console
 from faceembed.errors import MissingInputError
 from faceembed.files import write_json
-from faceembed.runtime.backends import run_batched
+from faceembed.inference.backends import run_batched
 
 WEIGHTS = "weights/mobilefacenet_casia_112x96.ckpt"
 RUNS = {"pytorch": ("torch", None), "onnx_fp32": ("ort", False), "onnx_fp16": ("ort", True)}
@@ -29,7 +29,7 @@ RUNS = {"pytorch": ("torch", None), "onnx_fp32": ("ort", False), "onnx_fp16": ("
 def _fold_model(out: Path, key: str, fold: int, parity: Path):
     """The backend that runs fold ``fold``'s PFE model for run ``key`` (exporting it on first use)."""
     from faceembed.export.parity_inputs import export_checkpoint
-    from faceembed.runtime.backends import load_backend
+    from faceembed.inference.backends import load_backend
 
     ckpt = out / "pfe" / "heads" / f"fold_{fold:02d}.pt"
     backend, fp16 = RUNS[key]
@@ -44,12 +44,12 @@ def _fold_model(out: Path, key: str, fold: int, parity: Path):
 def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str | Path | None = None,
                  quick: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the PFE pipeline on LFW View 2 (6,000 pairs, 10 folds) and print the results table."""
-    from faceembed.data.align import align_images_in_memory
+    from faceembed.batch.tobin import face_tensors
     from faceembed.data.lfw import pair_images, read_landmarks, read_pairs
-    from faceembed.data.tobin import face_tensors
     from faceembed.evaluation.verification import verify_features
+    from faceembed.faces.align import align_images_in_memory
+    from faceembed.inference.timing import latency_per_image
     from faceembed.models.importers import import_checkpoint
-    from faceembed.runtime.timing import latency_per_image
     from faceembed.training.train_pfe import PFETrainConfig, train_pfe_crossfold
 
     data = Path(data or "../shared/data")

@@ -31,13 +31,13 @@ def _predictions_in_order(pred_dir: Path, manifest: dict, index: int = 0) -> np.
 def run_mnist_demo(out: str | Path, json_path: str | Path | None = None, quick: bool = False,
                progress: bool = True) -> dict[str, Any]:
     """``faceembed demo mnist``: the reference workflow end to end, openly. Rerunning resumes."""
+    from faceembed.batch.infer import infer_files
+    from faceembed.batch.tobin import tobin_mnist
     from faceembed.data.tensorfiles import read_manifest
-    from faceembed.data.tobin import tobin_mnist
     from faceembed.evaluation.classification import accuracy_from_folders, summarize
     from faceembed.export.parity_inputs import export_checkpoint
-    from faceembed.runtime.backends import load_backend
-    from faceembed.runtime.infer import infer_files
-    from faceembed.runtime.timing import latency_per_image
+    from faceembed.inference.backends import load_backend
+    from faceembed.inference.timing import latency_per_image
     from faceembed.training.train import TrainConfig, train_mnist
 
     out = Path(out)
@@ -71,7 +71,7 @@ def run_mnist_demo(out: str | Path, json_path: str | Path | None = None, quick: 
     for key, path in models.items():
         pred_dir = out / f"pred_{key}"
         _step(f"infer {path.name} -> {pred_dir}")
-        infer_files(path, bins, pred_dir, "BIN", progress=progress)
+        infer_files(path, bins, pred_dir, outfmt="BIN", progress=progress)
         accuracy[key] = accuracy_from_folders(bins, pred_dir).accuracy
         pred = _predictions_in_order(pred_dir, manifest)
         accuracy_5120[key] = summarize(truth[:5120], pred[:5120]).accuracy
@@ -97,7 +97,7 @@ def _torch_predictions(ckpt: Path, folder: Path, manifest: dict) -> np.ndarray:
     """PyTorch eager predictions on the same tensor files the exported models read."""
     from faceembed.data.tensorfiles import read_bin
     from faceembed.evaluation.classification import classify
-    from faceembed.runtime.backends import load_backend
+    from faceembed.inference.backends import load_backend
 
     backend = load_backend(ckpt, "torch")
     preds = [classify(backend.run(read_bin(folder / f["name"], "float32", manifest["item_shape"]))[0])

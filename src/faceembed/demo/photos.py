@@ -48,8 +48,8 @@ def run_photos_demo(out: str | Path, json_path: str | Path | None = None, data: 
     """Run detect -> align -> embed -> enroll -> identify on LFW people with >= 10 photos; print the table."""
     from faceembed.evaluation.identification import evaluate_identification
     from faceembed.export.parity_inputs import export_checkpoint
+    from faceembed.faces.embed import FaceModel, embed_images
     from faceembed.models.importers import import_checkpoint
-    from faceembed.runtime.embed import FaceModel, embed_images
 
     data = Path(data or "../shared/data")
     images, out = data / "lfw" / "images", Path(out)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from faceembed.errors import InputFormatError, MissingInputError, NonFiniteError, ShapeMismatchError
-from faceembed.evaluation.scores import fuse_gaussians
+from faceembed.evaluation.scores import fuse_gaussians, l2_normalize
 from faceembed.files import write_with
 
 GALLERY_FORMAT = "faceembed-gallery"
@@ -31,8 +31,7 @@ UNKNOWN = "unknown"
 
 def l2n(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` scaled to unit L2 norm (float32)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return l2_normalize(x, dtype=np.float32)
 
 
 @dataclass

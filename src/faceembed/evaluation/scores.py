@@ -26,10 +26,10 @@ def _same_shape(*arrays: tuple[str, np.ndarray]) -> None:
             raise ShapeMismatchError(f"{name} has shape {a.shape}, expected {shape} like {arrays[0][0]}")
 
 
-def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
-    """``x / max(||x||, eps)`` along ``axis`` (float64)."""
+def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12, dtype: type = np.float64) -> np.ndarray:
+    """``x / max(||x||, eps)`` along ``axis``, computed in float64 and returned as ``dtype``; NaN or Inf raises."""
     a = _f64(x, "features")
-    return a / np.maximum(np.linalg.norm(a, axis=axis, keepdims=True), eps)
+    return (a / np.maximum(np.linalg.norm(a, axis=axis, keepdims=True), eps)).astype(dtype, copy=False)
 
 
 def cosine_scores(f1: np.ndarray, f2: np.ndarray) -> np.ndarray:
@@ -102,7 +102,5 @@ def fit_logistic_calibration(scores: np.ndarray, same: np.ndarray, iterations: i
 
 
 def apply_calibration(scores: np.ndarray, calibration: dict) -> np.ndarray:
-    """``a * scores + b`` for a calibration ``{"a", "b"}`` (older ``{"val_threshold", "val_score_std"}`` too)."""
-    if "a" in calibration:
-        return calibration["a"] * np.asarray(scores, np.float64) + calibration["b"]
-    return (np.asarray(scores, np.float64) - calibration["val_threshold"]) / calibration["val_score_std"]
+    """``a * scores + b`` for a logistic calibration ``{"a", "b"}`` (:func:`fit_logistic_calibration`)."""
+    return calibration["a"] * np.asarray(scores, np.float64) + calibration["b"]

@@ -7,11 +7,8 @@ files serve both precisions.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ from torch import nn
 from faceembed.errors import ParityError
 from faceembed.files import atomic_path
 from faceembed.models.checkpoint import InputSpec, load_checkpoint
+from faceembed.models.to_onnx import torch_to_onnx
 
 PARITY_BATCHES = (1, 4, 8, 16, 32)
 # Tolerances on max |onnx - torch| / max(1, max |torch|), per precision; outputs named "sigma_sq" span
@@ -111,22 +109,7 @@ def _torch_outputs(model: nn.Module, inputs: np.ndarray) -> list[np.ndarray]:
 
 
 def _torch_export(model: nn.Module, spec: InputSpec, path: Path, opset: int) -> None:
-    dummy = torch.zeros(2, *spec.nhwc)
-    names = list(spec.output_names)
-    dynamic = {spec.input_name: {0: "batch"}, **{n: {0: "batch"} for n in names}}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (dummy,),
-            str(path),
-            input_names=[spec.input_name],
-            output_names=names,
-            dynamic_axes=dynamic,
-            opset_version=opset,
-            dynamo=False,
-            do_constant_folding=True,
-        )
+    torch_to_onnx(model, torch.zeros(2, *spec.nhwc), path, spec.input_name, spec.output_names, {0: "batch"}, opset)
 
 
 def _tag(path: Path, spec: InputSpec, arch: str, precision: str) -> None:
@@ -157,7 +140,7 @@ def check_parity(
     batches: Sequence[int],
 ) -> ParityReport:
     """Run the ONNX file with ONNX Runtime at each batch size and compare with the PyTorch outputs."""
-    from faceembed.runtime.backends import OrtBackend
+    from faceembed.inference.backends import OrtBackend
 
     backend = OrtBackend(path, threads=None)
     report = ParityReport(precision, list(batches))

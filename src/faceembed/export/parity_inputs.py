@@ -57,7 +57,7 @@ def lfw_root() -> Path | None:
 def default_parity_inputs(spec: InputSpec) -> np.ndarray:
     """MNIST test digits for 28x28 gray models; aligned LFW faces for 112x96 face models."""
     if spec.nhwc == (28, 28, 1):
-        from faceembed.data.tobin import mnist_tensors
+        from faceembed.batch.tobin import mnist_tensors
 
         return mnist_tensors("test", limit=PARITY_COUNT)[0]
     root = lfw_root()
@@ -66,8 +66,8 @@ def default_parity_inputs(spec: InputSpec) -> np.ndarray:
             "no real faces for the parity check: pass --parity-input (tensor folder or .npy) "
             "or set FACEEMBED_LFW to an LFW folder"
         )
-    from faceembed.data.align import align_images_in_memory
     from faceembed.data.lfw import read_landmarks
+    from faceembed.faces.align import align_images_in_memory
 
     landmarks = read_landmarks(root / "lfw_landmark.txt")
     names = sorted(landmarks)[:PARITY_COUNT]

@@ -30,7 +30,7 @@ from faceembed.errors import FaceembedError
 from faceembed.export.parity_inputs import check_items, load_tensor_input
 from faceembed.export.qdq_graph import LAYER_OPS, float_skip_paths, quantized_layers, restore_float
 from faceembed.files import atomic_path
-from faceembed.runtime.backends import OrtBackend, onnx_info
+from faceembed.inference.backends import OrtBackend, onnx_info
 
 METHODS = ("minmax", "percentile", "entropy")
 SCHEMES = ("residual-float", "full")

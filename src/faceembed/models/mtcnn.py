@@ -23,7 +23,6 @@ from torch import nn
 from torch.nn import functional as F
 
 #: Input size of R-Net and O-Net (square crops).
-RNET_SIZE = 24
 ONET_SIZE = 48
 
 
@@ -135,7 +134,7 @@ class MTCNN(nn.Module):
     """The three networks in one module (one checkpoint, arch ``"mtcnn"``).
 
     ``forward`` runs O-Net (the checkpoint's input spec is O-Net's 48x48); the detector in
-    :mod:`faceembed.runtime.detect` calls ``pnet``, ``rnet`` and ``onet`` separately.
+    :mod:`faceembed.faces.detect` calls ``pnet``, ``rnet`` and ``onet`` separately.
     """
 
     output_names = ONet.output_names

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from faceembed.data.mnist import default_mnist_root, load_mnist
 from faceembed.errors import CheckpointError, FaceembedError
 from faceembed.files import append_line, write_text, write_with
-from faceembed.models.checkpoint import MNIST_INPUT, load_checkpoint, save_checkpoint
+from faceembed.models.checkpoint import MNIST_INPUT, save_checkpoint
 from faceembed.models.mnist_net import MnistClassifier
 from faceembed.report.plots import plot_features_2d, plot_training_curves
 
@@ -222,8 +222,3 @@ def _restore(out: Path, model, opt, sched, gen, config: TrainConfig) -> tuple[in
     torch.set_rng_state(state["torch_rng"])
     epoch = int(state["epoch"])
     return epoch, [dict(m) for m in state.get("metrics", []) if m.get("epoch", epoch + 1) <= epoch]
-
-
-def load_trained(out_dir: str | Path) -> MnistClassifier:
-    """The trained classifier in ``out_dir`` (eval mode)."""
-    return load_checkpoint(Path(out_dir) / "checkpoint.pt", expect_arch="mnist_classifier")[0]

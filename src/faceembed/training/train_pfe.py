@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceembed.files import write_json, write_with
+from faceembed.errors import FaceembedError
+from faceembed.files import file_sha256, write_json, write_with
 from faceembed.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from faceembed.models.pfe_head import PFEModel
 from faceembed.training.pfe_fit import PFETrainConfig, head_sigma_sq, make_validation_pairs, train_head
@@ -56,14 +57,6 @@ def extract_feature_maps(backbone: nn.Module, images: np.ndarray, batch_size: in
     return fmaps, mu
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cached_feature_maps(cache_dir: Path, backbone_ckpt: Path, backbone: nn.Module, relpaths: list[str],
                         load_images: Any, extra_key: str = "", progress: bool = True,
                         ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
@@ -71,7 +64,7 @@ def cached_feature_maps(cache_dir: Path, backbone_ckpt: Path, backbone: nn.Modul
 
     ``load_images()`` returns the aligned uint8 images in ``relpaths`` order; it is only called on a miss.
     """
-    key = hashlib.sha256(("\n".join([_file_sha256(backbone_ckpt), extra_key, *relpaths])).encode())
+    key = hashlib.sha256(("\n".join([file_sha256(backbone_ckpt), extra_key, *relpaths])).encode())
     path = Path(cache_dir) / f"fmaps_{key.hexdigest()[:16]}.npz"
     if path.is_file():
         with np.load(path) as z:
@@ -146,8 +139,8 @@ def lfw_features(backbone_ckpt: str | Path, lfw_root: str | Path, landmarks: str
     """Align (in memory), run the frozen backbone once and cache the features of the images that the
     cross-fold protocol needs: every image of people with >= 2 images, and every pair image; with ``mirror``
     also of their horizontal mirror images (for ``flip_augment``)."""
-    from faceembed.data.align import align_images_in_memory
     from faceembed.data.lfw import fold_people, list_lfw_images, read_landmarks, read_pairs
+    from faceembed.faces.align import align_images_in_memory
 
     backbone_ckpt, lfw_root = Path(backbone_ckpt), Path(lfw_root)
     backbone, spec, _ = load_checkpoint(backbone_ckpt)
@@ -169,7 +162,7 @@ def lfw_features(backbone_ckpt: str | Path, lfw_root: str | Path, landmarks: str
             aligned.append(imgs[..., ::-1] if spec.color == "BGR" else imgs)
         return aligned[0]
 
-    key = f"{Path(landmarks).name}:{_file_sha256(Path(landmarks))}:{size}:{spec.color}"
+    key = f"{Path(landmarks).name}:{file_sha256(Path(landmarks))}:{size}:{spec.color}"
     fmaps, mu, timing = cached_feature_maps(Path(cache_dir), backbone_ckpt, backbone, needed, load_images,
                                             extra_key=key, progress=progress)
     feats = LFWFeatures(fmaps, mu, needed, by_person, multi, pairs, fold_people(pairs), timing)
@@ -204,18 +197,35 @@ def _calibration(head, feats: LFWFeatures, va_idx: np.ndarray, va_lab: np.ndarra
             "val_pairs": len(pairs)}
 
 
+def _reusable_head(path: Path, made_by: dict[str, Any], overwrite: bool) -> bool:
+    """True when the head at ``path`` was made from ``made_by``; a head made otherwise is refused in one line
+    naming what differs, or, with ``overwrite``, retrained (False)."""
+    from faceembed.fingerprint import differences
+
+    old = read_checkpoint(path)["extra"].get("made_by")
+    if old == made_by:
+        return True
+    if overwrite:
+        return False
+    what = ", ".join(differences(old, made_by)) if isinstance(old, dict) else "no record of what made it"
+    raise FaceembedError(f"this head was trained otherwise ({what}); rerun with --overwrite to train again, or "
+                         "use another --out", path)
+
+
 def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmarks: str | Path,
                         out_dir: str | Path, config: PFETrainConfig | None = None,
-                        progress: bool = True, workers: int = 2) -> dict[str, Any]:
+                        progress: bool = True, workers: int = 2, overwrite: bool = False) -> dict[str, Any]:
     """Train one head per LFW View-2 fold on the people outside that fold; score each fold with its head.
 
     ``lfw_root`` holds ``images/`` and ``pairs.txt``; ``backbone_ckpt`` is a faceembed checkpoint (convert
     foreign ones with ``faceembed.models.importers.import_checkpoint``). Writes ``out_dir/heads/fold_KK.pt``
     (arch ``pfe``: backbone + head, with the head's validation calibration in its extra metadata; a fold
-    whose file exists is reused, not retrained) and ``out_dir/pfe_results.json``: cosine and MLS 10-fold
+    whose file exists and was made from the same backbone, landmarks, pairs and config is reused, not retrained;
+    one made otherwise is refused unless ``overwrite``) and ``out_dir/pfe_results.json``: cosine and MLS 10-fold
     accuracy on the same single-image mu.
     """
     from faceembed.evaluation.scores import apply_calibration, cosine_scores, mls_scores
+    from faceembed.fingerprint import file_identity
 
     config = config or PFETrainConfig()
     backbone_ckpt, out_dir = Path(backbone_ckpt), Path(out_dir)
@@ -237,11 +247,14 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
     fold_info: list[dict[str, Any]] = []
     t_train = time.perf_counter()
     mls, mls_raw = np.zeros(len(pairs)), np.zeros(len(pairs))
+    made_by = json.loads(json.dumps({"backbone": file_identity(backbone_ckpt), "landmarks": file_identity(landmarks),
+                                     "pairs": file_identity(Path(lfw_root) / "pairs.txt"),
+                                     "config": dataclasses.asdict(config)}))
     for k in range(len(feats.people_of_fold)):
         head_path = out_dir / "heads" / f"fold_{k:02d}.pt"
         fit_people, val_people = feats.fold_split(k, config)
         va_idx, va_lab = feats.rows_of(val_people)
-        if head_path.is_file():
+        if head_path.is_file() and _reusable_head(head_path, made_by, overwrite):
             model, _, extra = load_checkpoint(head_path, expect_arch="pfe")
             info = {**extra, "reused": True}
         else:
@@ -264,7 +277,7 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
                     "val_metric": config.val_metric, "val_best": [h["best_metric"] for h in hists],
                     "val_cosine": hists[0].get("val_cosine"),
                     "train_s": round(time.perf_counter() - t0, 2), "config": dataclasses.asdict(config),
-                    "backbone_source": backbone_ckpt.name}
+                    "backbone_source": backbone_ckpt.name, "made_by": made_by}
             info["calibration"] = _calibration(model.head, feats, va_idx, va_lab, config.max_val_genuine_per_person,
                                                config.seed + k + 1)
             save_checkpoint(head_path, "pfe", pfe_cfg, model, pfe_spec, extra=info)
@@ -296,23 +309,3 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
     results["mls_minus_cosine"] = results["mls"]["accuracy"] - results["cosine"]["accuracy"]
     write_json(out_dir / "pfe_results.json", results)
     return results
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m faceembed.training.train_pfe BACKBONE.pt LFW_ROOT LANDMARKS OUT_DIR [--key value...]``."""
-    import argparse
-
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    for name in ("backbone_ckpt", "lfw_root", "landmarks", "out_dir"):
-        ap.add_argument(name)
-    for f in dataclasses.fields(PFETrainConfig):
-        kind = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(f.default, bool) else type(f.default)
-        ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
-    a = vars(ap.parse_args(argv))
-    cfg = PFETrainConfig(**{f.name: a[f.name] for f in dataclasses.fields(PFETrainConfig)})
-    res = train_pfe_crossfold(a["backbone_ckpt"], a["lfw_root"], a["landmarks"], a["out_dir"], cfg)
-    print(json.dumps({k: res[k] for k in ("cosine", "mls", "mls_minus_cosine", "timing_s")}, indent=1))
-
-
-if __name__ == "__main__":
-    main()

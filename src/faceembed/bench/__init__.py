@@ -1,0 +1,1 @@
+"""Benchmarks: every model x backend x precision x batch against the peers' defaults (``bench.run``)."""

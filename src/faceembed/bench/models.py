@@ -1,0 +1,157 @@
+"""The models ``faceembed bench`` measures, prepared once into ``work_dir``: a checkpoint, its fp32 ONNX
+export (parity-checked), two int8 QDQ models calibrated on real inputs (``faceembed quantize``'s schemes
+residual-float for OpenVINO and full for ONNX Runtime), and 64 real input rows kept out of calibration.
+
+Weights: ``mobilefacenet`` and the ``pfe`` backbone use the published MobileFaceNet checkpoint when
+``data`` has it; ``mnist`` uses a trained demo checkpoint when one is found; others (and the PFE heads) keep
+their initialisation, which is all a speed measurement needs. Inputs are always real: MNIST test digits,
+or LFW faces aligned with the provided landmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from faceembed.export.onnx_export import export_onnx
+from faceembed.export.quantize import quantize_model
+from faceembed.models import build
+from faceembed.models.checkpoint import MNIST_INPUT, FACE_INPUT_112x96, save_checkpoint
+
+BENCH_MODELS = ("mnist", "mobilefacenet", "sphere20", "sphere64", "pfe", "pfe-sphere64")
+WEIGHTS = "weights/mobilefacenet_casia_112x96.ckpt"
+MNIST_TRAINED = ("runs/demo/train/checkpoint.pt", "runs/bench/mnist_trained.pt")
+PFE_TRAINED = ("runs/demo/pfe/heads/fold_00.pt",)  # a head trained by 'faceembed demo lfw'
+
+
+
+@dataclass
+class BenchModel:
+    """Files and inputs of one benchmarked model."""
+
+    name: str
+    checkpoint: Path
+    onnx_fp32: Path
+    onnx_int8: Path  # scheme residual-float: the int8 OpenVINO runs
+    onnx_int8_full: Path  # scheme full: the int8 ONNX Runtime runs (its integer kernels need int8 everywhere)
+    inputs: np.ndarray  # real rows for timing and the accuracy check, none of them a calibration image
+    is_classifier: bool
+    trained: bool = False  # real trained weights: task accuracy is meaningful
+
+    def onnx_for(self, backend: str, precision: str) -> Path:
+        """The ONNX file ``backend`` runs at ``precision``."""
+        if precision != "int8":
+            return self.onnx_fp32
+        return self.onnx_int8_full if backend == "ort" else self.onnx_int8
+
+
+def _face_inputs(data: Path | None, n: int = 256) -> np.ndarray:
+    from faceembed.batch.tobin import face_tensors
+    from faceembed.export.parity_inputs import lfw_root
+
+    root = data / "lfw" if data else lfw_root()
+    if root is None or not (root / "images").is_dir():
+        raise FileNotFoundError("bench needs real faces: pass --data ../shared/data (LFW)")
+    from faceembed.data.lfw import read_landmarks
+    from faceembed.faces.align import align_images_in_memory
+
+    marks = read_landmarks(root / "lfw_landmark.txt")
+    names = sorted(marks)[::max(1, len(marks) // n)][:n]
+    return face_tensors(align_images_in_memory(root / "images", marks, names, workers=1))
+
+
+def _checkpoint(name: str, path: Path, data: Path | None) -> None:
+    torch.manual_seed(0)
+    if name == "mnist":
+        trained = next((Path(p) for p in MNIST_TRAINED if Path(p).is_file()), None)
+        if trained:
+            path.write_bytes(trained.read_bytes())
+            return
+        config = {"embedding_size": 64}
+        save_checkpoint(path, "mnist_classifier", config, build("mnist_classifier", **config), MNIST_INPUT)
+        return
+    if name in ("sphere20", "sphere64"):
+        save_checkpoint(path, name, {"embedding_size": 512}, build(name, embedding_size=512), FACE_INPUT_112x96)
+        return
+    if name == "mobilefacenet" and data and (data / WEIGHTS).is_file():
+        from faceembed.models.importers import import_checkpoint
+
+        import_checkpoint(data / WEIGHTS, path)
+        return
+    if name == "mobilefacenet":
+        save_checkpoint(path, name, {"embedding_size": 128}, build(name, embedding_size=128), FACE_INPUT_112x96)
+        return
+    trained_pfe = next((Path(p) for p in PFE_TRAINED if Path(p).is_file()), None)
+    if name == "pfe" and trained_pfe:
+        path.write_bytes(trained_pfe.read_bytes())
+        return
+    backbone = "sphere64" if name == "pfe-sphere64" else "mobilefacenet"
+    config = {"backbone": backbone, "backbone_config": {"embedding_size": 512 if backbone == "sphere64" else 128}}
+    model = build("pfe", **config)
+    if backbone == "mobilefacenet" and data and (data / WEIGHTS).is_file():
+        from faceembed.models.importers import extract_state_dict
+
+        state, _ = extract_state_dict(torch.load(data / WEIGHTS, map_location="cpu", weights_only=True))
+        model.backbone.load_state_dict(state)
+    spec = FACE_INPUT_112x96.__class__(**{**FACE_INPUT_112x96.to_dict(), "output_names": ("mu", "sigma_sq")})
+    save_checkpoint(path, "pfe", config, model.eval(), spec)
+
+
+def _weights_source(name: str, data: Path | None) -> dict | None:
+    """The file whose weights bench model ``name`` takes (None: initialised from seed 0)."""
+    from faceembed.fingerprint import file_identity
+
+    candidates = {"mnist": MNIST_TRAINED, "pfe": PFE_TRAINED}.get(name, ())
+    found = next((Path(p) for p in candidates if Path(p).is_file()), None)
+    if found is None and name in ("mobilefacenet", "pfe") and data and (data / WEIGHTS).is_file():
+        found = data / WEIGHTS
+    return file_identity(found) if found else None
+
+
+def prepare_model(name: str, work_dir: str | Path, data: str | Path | None = None,
+                  overwrite: bool = False) -> BenchModel:
+    """Make (or reuse) the checkpoint, fp32 ONNX and the two int8 ONNX files of bench model ``name`` in
+    ``work_dir/name/``, a folder recording what made it (weights, calibration images, exporter): files made from
+    other weights or images are refused unless ``overwrite``.
+
+    Calibration and checking use different real images: MNIST train digits calibrate and test digits check;
+    of 320 LFW faces spread over the alphabet, every fifth checks and the other 256 calibrate.
+    """
+    import hashlib
+
+    from faceembed.fingerprint import claim_folder
+    from faceembed.models.to_onnx import EXPORTER
+
+    data = Path(data) if data else None
+    if name == "mnist":
+        from faceembed.batch.tobin import mnist_tensors
+
+        calib, check = mnist_tensors("train", limit=256)[0], mnist_tensors("test", limit=64)[0]
+    else:
+        faces = _face_inputs(data, 320)
+        check, calib = faces[::5], np.delete(faces, np.s_[::5], axis=0)
+    work = Path(work_dir) / name
+    claim_folder(work, {"command": "bench", "model": name, "weights": _weights_source(name, data),
+                        "calibration": hashlib.sha256(np.ascontiguousarray(calib).tobytes()).hexdigest(),
+                        "exporter": EXPORTER}, overwrite)
+    ckpt, fp32, int8, int8_full = (work / f"{name}{suffix}"
+                                   for suffix in (".pt", ".onnx", ".int8.onnx", ".int8-full.onnx"))
+    if not ckpt.exists():
+        _checkpoint(name, ckpt, data)
+    trained = _is_trained(name, data)
+    if not fp32.exists():
+        export_onnx(ckpt, fp32, calib[:32])
+    if not int8.exists():
+        quantize_model(fp32, calib, int8, max_images=len(calib), scheme="residual-float")
+    if not int8_full.exists():
+        quantize_model(fp32, calib, int8_full, max_images=len(calib), scheme="full")
+    return BenchModel(name, ckpt, fp32, int8, int8_full, np.ascontiguousarray(check), name == "mnist", trained)
+
+
+def _is_trained(name: str, data: Path | None) -> bool:
+    if name == "mnist":
+        return any(Path(p).is_file() for p in MNIST_TRAINED)
+    return name in ("mobilefacenet", "pfe") and data is not None and (data / WEIGHTS).is_file()

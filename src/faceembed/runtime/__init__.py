@@ -1,1 +1,0 @@
-"""Backends (torch / ONNX Runtime / OpenVINO), batch inference over files."""
