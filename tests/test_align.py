@@ -15,13 +15,12 @@ from faceembed.errors import InputFormatError, MissingInputError
 from faceembed.faces.align import (
     REFERENCE_112x96,
     REFERENCE_112x112,
-    align_dataset,
     align_face,
-    align_images_in_memory,
     center_crop_fallback,
     reference_points,
     similarity_transform,
 )
+from faceembed.faces.align_files import align_dataset, align_images_in_memory
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

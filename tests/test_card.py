@@ -23,10 +23,8 @@ from faceembed.models.card import (
     OutputSpec,
     Thresholds,
     card_from_input_spec,
-    card_from_onnx,
-    card_to_onnx,
-    read_card,
 )
+from faceembed.models.card_io import card_from_onnx, card_to_onnx, read_card
 from faceembed.models.checkpoint import MNIST_INPUT, FACE_INPUT_112x96, save_checkpoint
 from faceembed.models.mnist_net import MnistClassifier
 

@@ -22,7 +22,8 @@ from torch import nn
 from faceembed.convert.onnx_model import import_onnx, parse_floats, parse_inputs, parse_outputs, parse_size
 from faceembed.data.preprocess import preprocess
 from faceembed.errors import InputFormatError
-from faceembed.models.card import ROLES, card_from_onnx, read_card
+from faceembed.models.card import ROLES
+from faceembed.models.card_io import card_from_onnx, read_card
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 MFN_CKPT = DATA / "weights" / "mobilefacenet_casia_112x96.ckpt"
@@ -221,11 +222,11 @@ class InsightfaceStyle(nn.Module):
 def mobilefacenet(tmp_path_factory):
     if not MFN_CKPT.is_file() or not (LFW / "lfw_landmark.txt").is_file():
         pytest.skip("../shared/data (MobileFaceNet weights, LFW) not found: real-data test skipped")
+    from faceembed.convert.torch_state import import_checkpoint
     from faceembed.data.lfw import read_landmarks
     from faceembed.models.checkpoint import load_checkpoint
-    from faceembed.models.importers import import_checkpoint
     try:
-        from faceembed.faces.align import align_images_in_memory
+        from faceembed.faces.align_files import align_images_in_memory
     except ImportError:  # before the lead's move
         from faceembed.data.align import align_images_in_memory
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from faceembed.convert.torch_state import import_checkpoint
 from faceembed.errors import CheckpointError
 from faceembed.models import build
 from faceembed.models.checkpoint import load_checkpoint, save_checkpoint
-from faceembed.models.importers import import_checkpoint
 from faceembed.models.mobilefacenet import MobileFaceNet
 from faceembed.models.sphere import SphereNet
 
@@ -99,7 +99,8 @@ def test_import_round_trip_synthetic(tmp_path: Path) -> None:
     model, spec, extra = load_checkpoint(tmp_path / "mfn.pt", expect_arch="mobilefacenet")
     assert (spec.height, spec.width, spec.channels, spec.color) == (112, 96, 3, "RGB")
     assert (spec.mean, spec.scale) == (127.5, 128.0)
-    assert extra == {"source": "foreign.ckpt", "epoch": 3}
+    assert {k: v for k, v in extra.items() if k != "card"} == {"source": "foreign.ckpt", "epoch": 3}
+    assert extra["card"]["template"] == "sphereface" and extra["card"]["std"] == [128.0]  # the checkpoint's card
     x = torch.randn(2, 3, 112, 96)
     with torch.no_grad():
         assert torch.equal(model(x)[0], _raw_output(sd, x))

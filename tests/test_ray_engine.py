@@ -103,8 +103,8 @@ def ray_cluster():
 def lfw_work(tmp_path_factory):
     """MobileFaceNet as ONNX and 320 real LFW faces in 20 tensor files of 16."""
     from faceembed.batch.tobin import tobin_lfw
+    from faceembed.convert.torch_state import import_checkpoint
     from faceembed.export.onnx_export import export_onnx
-    from faceembed.models.importers import import_checkpoint
 
     work = tmp_path_factory.mktemp("ray")
     import_checkpoint(SHARED / "weights" / "mobilefacenet_casia_112x96.ckpt", work / "mfn.pt")
@@ -159,7 +159,7 @@ def test_align_ray_matches_local_resumes_and_skips(ray_cluster, tmp_path):
     from faceembed.data.images import list_images
     from faceembed.data.lfw import read_landmarks
     from faceembed.engines.ray.align import align_dataset_ray
-    from faceembed.faces.align import align_dataset
+    from faceembed.faces.align_files import align_dataset
 
     subset = tmp_path / "images"
     subset.mkdir()

@@ -58,3 +58,11 @@ class ParityError(FaceembedError):
 
 class BackendUnavailableError(FaceembedError):
     """A requested backend or execution provider is not installed on this machine."""
+
+
+class NoFaceError(InputFormatError):
+    """A photo in which no face was found."""
+
+
+class NoThresholdsError(FaceembedError):
+    """A model whose card holds no calibrated thresholds was asked for a same / different decision."""

@@ -135,6 +135,12 @@ def remove_stale_temps(folder: str | Path) -> int:
     return removed
 
 
+def cache_dir() -> Path:
+    """faceembed's cache of converted models: ``$FACEEMBED_CACHE`` or ``~/.cache/faceembed``."""
+    env = os.environ.get("FACEEMBED_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "faceembed"
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()

@@ -60,6 +60,10 @@ def _read_infer_folder(folder: Path) -> dict[str, dict[str, np.ndarray]]:
             path = folder / output_name(record["input"], o["index"], outfmt)
             arr = _read_output(path, outfmt, o.get("item_shape"), len(items))
             out[o["name"]].update(zip(items, arr, strict=True))
+    for o in meta["outputs"]:  # the model card's roles name the embedding of a model whose outputs are not
+        role = o.get("role")   # named embedding / mu / sigma_sq (e.g. insightface's output0)
+        if role in ("embedding", "mu", "sigma_sq") and role not in out:
+            out[role] = out[o["name"]]
     return out
 
 

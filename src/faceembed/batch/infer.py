@@ -245,6 +245,7 @@ class InferRecorder:
         s.wall_images_per_s = s.images / wall_seconds if wall_seconds > 0 and s.images else None
         if s.failed:
             write_text(out_dir / SKIPPED, "".join(line + "\n" for line in s.failed))
+        roles = _output_roles(model)
         write_json(
             out_dir / OUTPUTS,
             {
@@ -253,7 +254,8 @@ class InferRecorder:
                 "outfmt": self.runner.outfmt,
                 "model": str(model),
                 "outputs": [
-                    {"index": k, "name": n, "dtype": "float32", "item_shape": list(sh) if sh else None}
+                    {"index": k, "name": n, "dtype": "float32", "item_shape": list(sh) if sh else None,
+                     "role": roles.get(n)}
                     for k, (n, sh) in enumerate(zip(be.output_names, _item_shapes(be), strict=True))
                 ],
                 "files": [self._records[i] for i in sorted(self._records)],
@@ -376,6 +378,16 @@ def infer_files(model: str | Path, inputs: str | Path, output_dir: str | Path, b
                     raise
                 rec.failed(path.name, exc.one_line())
     return rec.write(model, o.loop, time.perf_counter() - t_start)
+
+
+def _output_roles(model: str | Path) -> dict[str, str]:
+    """Output name -> role (embedding, mu, sigma_sq, logits, ...) from the model's card; {} without one."""
+    from faceembed.models.card_io import read_card
+
+    try:
+        return {o.name: o.role for o in read_card(model).outputs}
+    except FaceembedError:
+        return {}
 
 
 def _item_shapes(be: Backend) -> list:

@@ -3,14 +3,18 @@ manifest, in the layout the reference batch-inference tool reads (NHWC, little-e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from faceembed.data.preprocess import preprocess
 from faceembed.data.tensorfiles import MANIFEST, read_manifest, write_bin, write_labels, write_manifest
 from faceembed.errors import FaceembedError
 from faceembed.files import remove_stale_temps, write_text
+from faceembed.models.card import ModelCard, card_from_input_spec
+from faceembed.models.checkpoint import FACE_INPUT_112x96
 
 SKIPPED = "skipped.txt"
 
@@ -68,8 +72,10 @@ def write_batches(
     input_name: str = "input",
     items: list[str] | None = None,
     failed: list[tuple[str, str]] | None = None,
+    layout: str = "NHWC",
 ) -> TobinSummary:
-    """Write ``x`` (NHWC float32) in batches of ``batch_size``: ``{i}_image.bin`` + ``{i}_label.txt``.
+    """Write ``x`` (float32, ``layout``: NHWC, or NCHW for a model whose card says so) in batches of
+    ``batch_size``: ``{i}_image.bin`` + ``{i}_label.txt``.
 
     Resumable: the manifest (``"complete": false``) is written first, as the plan; a rerun with the same
     settings keeps every planned file that exists with the planned size and writes the rest (a killed
@@ -91,7 +97,7 @@ def write_batches(
         if items is not None:
             entry["items"] = list(items[start:start + batch_size])
         files.append(entry)
-    plan = {"dtype": "float32", "layout": "NHWC", "item_shape": list(x.shape[1:]), "input_name": input_name,
+    plan = {"dtype": "float32", "layout": layout, "item_shape": list(x.shape[1:]), "input_name": input_name,
             "batch_size": batch_size, "count": int(len(x)), "files": files, **(extra or {})}
     resumable = _resumable_plan(out, plan)
     write_manifest(out, {**plan, "complete": False})
@@ -155,61 +161,124 @@ def tobin_mnist(
     return write_batches(x, labels, out_dir, batch_size, extra=extra, input_name="input_x")
 
 
-def face_tensors(images: np.ndarray, mean: float = 127.5, scale: float = 128.0, flip: bool = False) -> np.ndarray:
-    """Aligned uint8 RGB faces ``[N, H, W, 3]`` as the model's NHWC float32 input; ``flip`` mirrors them."""
+def default_face_card() -> ModelCard:
+    """The input of faceembed's SphereFace / MobileFaceNet models (112x96 RGB NHWC, ``(x - 127.5) / 128``,
+    SphereFace alignment): what ``tobin lfw`` writes without ``--model``."""
+    return card_from_input_spec(FACE_INPUT_112x96, embedding_size=128, name="sphereface-112x96")
+
+
+def face_tensors(images: np.ndarray, card: ModelCard | None = None, flip: bool = False) -> np.ndarray:
+    """Aligned uint8 RGB faces ``[N, H, W, 3]`` as the model's float32 input (:func:`preprocess` with ``card``,
+    default :func:`default_face_card`); ``flip`` mirrors them first."""
     x = images[:, :, ::-1] if flip else images
-    return ((x.astype(np.float32) - mean) / scale).astype(np.float32)
+    return preprocess(np.ascontiguousarray(x), card or default_face_card())
+
+
+def _card_of(model: str | Path | None) -> tuple[ModelCard, dict]:
+    """The card tensors are made for (a model's, or the default) and what the manifest records of it."""
+    if model is None:
+        card = default_face_card()
+        return card, {"card": card.to_dict()}
+    from faceembed.fingerprint import file_identity
+    from faceembed.models.card_io import read_card
+
+    return read_card(model), {"card": read_card(model).to_dict(), "model": file_identity(model)}
+
+
+def _describe(card: ModelCard, aligned_with: str) -> str:
+    norm = f"(x - {'/'.join(f'{m:g}' for m in card.mean)}) / {'/'.join(f'{s:g}' for s in card.std)}"
+    return f"{norm}, {card.color}, {card.layout}, {card.height}x{card.width}, {card.template} template, {aligned_with}"
 
 
 def tobin_lfw(lfw_root: str | Path, out_dir: str | Path, landmarks: str | Path | None = None,
               batch_size: int = 1, pairs_only: bool = True, flip: bool = False, limit: int | None = None,
-              size: tuple[int, int] = (112, 96), workers: int | None = None,
-              progress: bool = True, pairs: str | Path | None = None, on_error: str = "stop") -> TobinSummary:
+              workers: int | None = None, progress: bool = True, pairs: str | Path | None = None,
+              on_error: str = "stop", model: str | Path | None = None) -> TobinSummary:
     """``faceembed tobin lfw``: align LFW faces (landmark file) and write them as ``{i}.bin`` files, the
     reference's PFE layout; the manifest's ``items`` name the image behind every row. By default only the
-    images of ``pairs`` (``pairs.txt``) are written. ``on_error="skip"`` leaves unreadable images out and
-    lists them in ``skipped.txt``; ``"stop"`` raises at the first one."""
+    images of ``pairs`` (``pairs.txt``) are written. The crop, alignment template, colour, normalisation and
+    layout are ``model``'s card's (default: :func:`default_face_card`). ``on_error="skip"`` leaves unreadable
+    images out and lists them in ``skipped.txt``; ``"stop"`` raises at the first one."""
     from faceembed.data.lfw import list_lfw_images, pair_images, read_landmarks, read_pairs
+    from faceembed.files import file_sha256
 
     if on_error not in ("stop", "skip"):
         raise FaceembedError(f"--on-error must be 'stop' or 'skip', not {on_error!r}")
+    card, recorded = _card_of(model)
     root = Path(lfw_root)
-    marks = read_landmarks(Path(landmarks) if landmarks else root / "lfw_landmark.txt")
+    marks_file = Path(landmarks) if landmarks else root / "lfw_landmark.txt"
+    marks = read_landmarks(marks_file)
     if pairs_only:
         names = pair_images(read_pairs(Path(pairs) if pairs else root / "pairs.txt"))
     else:
         names = list_lfw_images(root / "images")
     names = names[:limit] if limit else names
-    faces, names, failed = _align(root / "images", marks, names, size, workers, progress, on_error)
-    extra = {"dataset": "lfw", "flip": flip, "preprocess": "(x - 127.5) / 128, RGB, NHWC, aligned with "
-             f"{Path(landmarks).name if landmarks else 'lfw_landmark.txt'}"}
-    return write_batches(face_tensors(faces, flip=flip), None, out_dir, batch_size, name="{i}.bin",
-                         extra=extra, input_name="input", items=names, failed=failed)
+    faces, names, failed = _align(root / "images", marks, names, card, workers, progress, on_error)
+    extra = {"dataset": "lfw", "flip": flip, "preprocess": _describe(card, f"aligned with {marks_file.name}"),
+             "landmarks_sha256": file_sha256(marks_file), **recorded}
+    return write_batches(face_tensors(faces, card, flip=flip), None, out_dir, batch_size, name="{i}.bin",
+                         extra=extra, input_name=card.input_name, items=names, failed=failed, layout=card.layout)
 
 
-def _align(image_root: Path, marks: dict, names: list[str], size: tuple[int, int], workers: int | None,
+def _align(image_root: Path, marks: dict, names: list[str], card: ModelCard, workers: int | None,
            progress: bool, on_error: str, chunk: int = 512) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
-    """Aligned faces of ``names``; with ``on_error="skip"`` a chunk that fails is redone image by image to
-    find and leave out the unreadable ones. Returns (faces, the names kept, (name, reason) of the rest)."""
-    from faceembed.faces.align import align_images_in_memory
+    """Faces of ``names`` aligned for ``card``; with ``on_error="skip"`` a chunk that fails is redone image by
+    image to find and leave out the unreadable ones. Returns (faces, the names kept, (name, reason) of the
+    rest)."""
+    from faceembed.faces.align_files import align_images_in_memory
 
+    size, template = (card.height, card.width), card.template
     if on_error == "stop":
-        return align_images_in_memory(image_root, marks, names, size=size, workers=workers, progress=progress), \
-            names, []
+        return align_images_in_memory(image_root, marks, names, size=size, workers=workers, progress=progress,
+                                      template=template), names, []
     parts, kept, failed = [], [], []
     for start in range(0, len(names), chunk):
         part = names[start:start + chunk]
         try:
-            parts.append(align_images_in_memory(image_root, marks, part, size=size, workers=workers))
+            parts.append(align_images_in_memory(image_root, marks, part, size=size, workers=workers,
+                                                template=template))
             kept += part
             continue
         except FaceembedError:
             pass
         for rel in part:
             try:
-                parts.append(align_images_in_memory(image_root, marks, [rel], size=size, workers=1))
+                parts.append(align_images_in_memory(image_root, marks, [rel], size=size, workers=1,
+                                                    template=template))
                 kept.append(rel)
             except FaceembedError as exc:
                 failed.append((rel, exc.one_line()))
     faces = np.concatenate(parts) if parts else np.empty((0, size[0], size[1], 3), np.uint8)
     return faces, kept, failed
+
+
+def tobin_photos(images: str | Path, out_dir: str | Path, model: str | Path | None = None,
+                 landmarks: str | Path | None = None, batch_size: int = 1, workers: int | None = None,
+                 progress: bool = True, **options: Any) -> TobinSummary:
+    """``faceembed tobin photos``: every photo of a folder (any format, found by content) detected (MTCNN, or
+    used whole), aligned and preprocessed for ``model``'s card, written as ``{i}.bin`` files whose manifest
+    ``items`` name the photo behind every row. ``options`` are
+    :class:`~faceembed.faces.embed.EmbedOptions` fields (detector, no_face, keep, on_error, min_face_size);
+    photos left out are listed in ``skipped.txt``."""
+    from faceembed.data.images import list_images
+    from faceembed.data.lfw import read_landmarks
+    from faceembed.faces.embed import EmbedOptions, align_for_card, find_faces
+
+    card, recorded = _card_of(model)
+    o = EmbedOptions(**{"on_error": "skip", **options}).check()
+    root = Path(images)
+    rels = list_images(root)
+    marks = read_landmarks(landmarks) if landmarks is not None else None
+    found, failed, whole = find_faces(root, rels, marks, workers, replace(o, progress=progress))
+    ok = [r for r in rels if r in found]
+    faces = align_for_card(root, found, ok, card, workers, o.on_error, failed)
+    ok = [r for r in ok if r not in {f for f, _ in failed}]
+    how = "used whole" if o.detector == "none" else "detected with MTCNN" if marks is None else "given landmarks"
+    from faceembed.fingerprint import inputs_digest
+
+    extra = {"dataset": "photos", "images": str(root.resolve()), "images_sha256": inputs_digest(
+                 root / r for r in rels)["sha256"], "detector": o.detector, "no_face": o.no_face,
+             "keep": o.keep, "used_whole": len([r for r in whole if r in set(ok)]),
+             "preprocess": _describe(card, how), **recorded}
+    return write_batches(face_tensors(faces, card), None, out_dir, batch_size, name="{i}.bin", extra=extra,
+                         input_name=card.input_name, items=ok, failed=failed, layout=card.layout)

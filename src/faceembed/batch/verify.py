@@ -25,6 +25,9 @@ def verify_files(pairs_path: str | Path, features: str | Path, metric: str = "co
                  flip_features: str | Path | None = None, flip_mode: str = "concat", mean_subtract: bool = False,
                  roc_plot: str | Path | None = None, json_out: str | Path | None = None) -> dict[str, Any]:
     """Score the pairs of ``pairs_path`` from feature files and return the metrics as a dict."""
+    for flag, value, choices in (("metric", metric, ("cosine", "mls")), ("flip-mode", flip_mode, ("concat", "mean"))):
+        if value not in choices:
+            raise InputFormatError(f"--{flag} must be one of {', '.join(choices)}, not {value!r}")
     pairs = read_pairs(pairs_path)
     outputs = read_features(features)
     mu = _pick(outputs, MU_NAMES, Path(features))

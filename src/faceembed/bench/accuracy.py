@@ -27,11 +27,14 @@ LIMITS = {"int8": {"mnist": 0.002, "lfw": 0.003}, "bf16": {"mnist": 0.001, "lfw"
 class TaskData:
     """The real evaluation inputs of one model, loaded once."""
 
-    def __init__(self, model: str, data: Path | None, trained: bool):
+    def __init__(self, model: str, data: Path | None, trained: bool, card=None):
+        """``card``: a model file's card (``bench --models PATH``): LFW faces aligned and preprocessed per it."""
         self.kind = None
         if not trained:
             return
-        if model == "mnist":
+        if card is not None:
+            self._lfw_for_card(card, data)
+        elif model == "mnist":
             from faceembed.batch.tobin import mnist_tensors
 
             self.x, self.labels, _ = mnist_tensors("test")
@@ -39,7 +42,7 @@ class TaskData:
         elif model in ("mobilefacenet", "pfe") and data and (Path(data) / "lfw" / "pairs.txt").is_file():
             from faceembed.batch.tobin import face_tensors
             from faceembed.data.lfw import pair_images, read_landmarks, read_pairs
-            from faceembed.faces.align import align_images_in_memory
+            from faceembed.faces.align_files import align_images_in_memory
 
             lfw = Path(data) / "lfw"
             self.pairs = read_pairs(lfw / "pairs.txt")
@@ -47,6 +50,21 @@ class TaskData:
             faces = align_images_in_memory(lfw / "images", read_landmarks(lfw / "lfw_landmark.txt"), self.names)
             self.x = face_tensors(faces)
             self.kind = "lfw"
+
+    def _lfw_for_card(self, card, data: Path | None) -> None:
+        if card.template == "none" or not data or not (Path(data) / "lfw" / "pairs.txt").is_file():
+            return
+        from faceembed.data.lfw import pair_images, read_landmarks, read_pairs
+        from faceembed.data.preprocess import preprocess
+        from faceembed.faces.align_files import align_images_in_memory
+
+        lfw = Path(data) / "lfw"
+        self.pairs = read_pairs(lfw / "pairs.txt")
+        self.names = pair_images(self.pairs)
+        faces = align_images_in_memory(lfw / "images", read_landmarks(lfw / "lfw_landmark.txt"), self.names,
+                                       size=(card.height, card.width), template=card.template)
+        self.x = preprocess(faces, card)
+        self.kind = "lfw"
 
     def evaluate(self, backend) -> dict[str, Any] | None:
         """Accuracy (and sigma_sq for PFE) of ``backend`` on this task, or None without a task."""

@@ -20,7 +20,7 @@ def time_alignment(lfw_root: Path, workers: int | None = None) -> dict[str, Any]
     """Align and preprocess every LFW image in memory; images per second with ``workers`` processes."""
     from faceembed.batch.tobin import face_tensors
     from faceembed.data.lfw import list_lfw_images, read_landmarks
-    from faceembed.faces.align import align_images_in_memory
+    from faceembed.faces.align_files import align_images_in_memory
 
     workers = workers or os.cpu_count() or 1
     names = list_lfw_images(lfw_root / "images")

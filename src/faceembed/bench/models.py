@@ -6,12 +6,19 @@ Weights: ``mobilefacenet`` and the ``pfe`` backbone use the published MobileFace
 ``data`` has it; ``mnist`` uses a trained demo checkpoint when one is found; others (and the PFE heads) keep
 their initialisation, which is all a speed measurement needs. Inputs are always real: MNIST test digits,
 or LFW faces aligned with the provided landmarks.
+
+A model *file* (``bench --models PATH``: an ONNX file with a model card, e.g. from ``faceembed import``, or a
+faceembed checkpoint) is prepared the same way by :func:`prepare_file`: its inputs are LFW faces aligned onto
+its card's template and crop and preprocessed per its card (colour, normalisation, layout), MNIST digits for a
+28x28 gray card; its int8 files are calibrated in the graph's own batch; an ONNX file has no checkpoint, so
+its reference is ONNX Runtime fp32 on the file and the PyTorch rows are skipped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,13 +40,14 @@ class BenchModel:
     """Files and inputs of one benchmarked model."""
 
     name: str
-    checkpoint: Path
+    checkpoint: Path | None  # None: a model file given as ONNX (no PyTorch rows; ONNX Runtime fp32 is the reference)
     onnx_fp32: Path
     onnx_int8: Path  # scheme residual-float: the int8 OpenVINO runs
     onnx_int8_full: Path  # scheme full: the int8 ONNX Runtime runs (its integer kernels need int8 everywhere)
     inputs: np.ndarray  # real rows for timing and the accuracy check, none of them a calibration image
     is_classifier: bool
     trained: bool = False  # real trained weights: task accuracy is meaningful
+    card: Any = field(default=None)  # a model file's ModelCard (None: a built-in model)
 
     def onnx_for(self, backend: str, precision: str) -> Path:
         """The ONNX file ``backend`` runs at ``precision``."""
@@ -56,7 +64,7 @@ def _face_inputs(data: Path | None, n: int = 256) -> np.ndarray:
     if root is None or not (root / "images").is_dir():
         raise FileNotFoundError("bench needs real faces: pass --data ../shared/data (LFW)")
     from faceembed.data.lfw import read_landmarks
-    from faceembed.faces.align import align_images_in_memory
+    from faceembed.faces.align_files import align_images_in_memory
 
     marks = read_landmarks(root / "lfw_landmark.txt")
     names = sorted(marks)[::max(1, len(marks) // n)][:n]
@@ -77,7 +85,7 @@ def _checkpoint(name: str, path: Path, data: Path | None) -> None:
         save_checkpoint(path, name, {"embedding_size": 512}, build(name, embedding_size=512), FACE_INPUT_112x96)
         return
     if name == "mobilefacenet" and data and (data / WEIGHTS).is_file():
-        from faceembed.models.importers import import_checkpoint
+        from faceembed.convert.torch_state import import_checkpoint
 
         import_checkpoint(data / WEIGHTS, path)
         return
@@ -92,7 +100,7 @@ def _checkpoint(name: str, path: Path, data: Path | None) -> None:
     config = {"backbone": backbone, "backbone_config": {"embedding_size": 512 if backbone == "sphere64" else 128}}
     model = build("pfe", **config)
     if backbone == "mobilefacenet" and data and (data / WEIGHTS).is_file():
-        from faceembed.models.importers import extract_state_dict
+        from faceembed.convert.torch_state import extract_state_dict
 
         state, _ = extract_state_dict(torch.load(data / WEIGHTS, map_location="cpu", weights_only=True))
         model.backbone.load_state_dict(state)
@@ -111,14 +119,18 @@ def _weights_source(name: str, data: Path | None) -> dict | None:
     return file_identity(found) if found else None
 
 
+INT8_SCHEMES = ("residual-float", "full")
+
+
 def prepare_model(name: str, work_dir: str | Path, data: str | Path | None = None,
-                  overwrite: bool = False) -> BenchModel:
+                  overwrite: bool = False, int8_schemes: tuple[str, ...] = INT8_SCHEMES) -> BenchModel:
     """Make (or reuse) the checkpoint, fp32 ONNX and the two int8 ONNX files of bench model ``name`` in
     ``work_dir/name/``, a folder recording what made it (weights, calibration images, exporter): files made from
     other weights or images are refused unless ``overwrite``.
 
     Calibration and checking use different real images: MNIST train digits calibrate and test digits check;
-    of 320 LFW faces spread over the alphabet, every fifth checks and the other 256 calibrate.
+    of 320 LFW faces spread over the alphabet, every fifth checks and the other 256 calibrate. Only the int8
+    files of ``int8_schemes`` are made (the configurations asked for).
     """
     import hashlib
 
@@ -144,11 +156,83 @@ def prepare_model(name: str, work_dir: str | Path, data: str | Path | None = Non
     trained = _is_trained(name, data)
     if not fp32.exists():
         export_onnx(ckpt, fp32, calib[:32])
-    if not int8.exists():
-        quantize_model(fp32, calib, int8, max_images=len(calib), scheme="residual-float")
-    if not int8_full.exists():
-        quantize_model(fp32, calib, int8_full, max_images=len(calib), scheme="full")
+    _quantize(fp32, calib, int8, int8_full, int8_schemes)
     return BenchModel(name, ckpt, fp32, int8, int8_full, np.ascontiguousarray(check), name == "mnist", trained)
+
+
+def _quantize(fp32: Path, calib: np.ndarray, int8: Path, int8_full: Path, schemes: tuple[str, ...]) -> None:
+    """The int8 files of ``schemes`` not made yet, calibrated on ``calib`` (in the graph's own batch)."""
+    if "residual-float" in schemes and not int8.exists():
+        quantize_model(fp32, calib, int8, max_images=len(calib), scheme="residual-float")
+    if "full" in schemes and not int8_full.exists():
+        quantize_model(fp32, calib, int8_full, max_images=len(calib), scheme="full")
+
+
+def is_model_file(name: str) -> bool:
+    """Whether a ``--models`` entry names a model file (not a built-in bench model)."""
+    return name not in BENCH_MODELS and Path(name).suffix.lower() in (".onnx", ".pt", ".pth", ".ckpt")
+
+
+def card_inputs(card: Any, data: Path | None, n: int) -> np.ndarray:
+    """``n`` real input rows for a model card: LFW faces aligned onto the card's template and crop (the box
+    MTCNN's landmarks imply for template ``none``) and preprocessed per the card; MNIST test digits for a
+    28x28 gray card with template ``none``."""
+    from faceembed.data.preprocess import preprocess
+    from faceembed.errors import FaceembedError
+
+    if card.template == "none" and (card.channels, card.height, card.width) == (1, 28, 28):
+        from faceembed.data.mnist import default_mnist_root, load_mnist
+
+        return preprocess(load_mnist(default_mnist_root(), "test")[0][:n], card)
+    from faceembed.export.parity_inputs import lfw_root
+
+    root = data / "lfw" if data else lfw_root()
+    if root is None or not (root / "images").is_dir():
+        raise FaceembedError("bench needs real faces for a face model file: pass --data ../shared/data (LFW)")
+    from faceembed.data.lfw import read_landmarks
+    from faceembed.faces.align_files import align_images_in_memory
+
+    marks = read_landmarks(root / "lfw_landmark.txt")
+    names = sorted(marks)[::max(1, len(marks) // n)][:n]
+    faces = align_images_in_memory(root / "images", marks, names, size=(card.height, card.width), workers=1,
+                                   template=card.template)
+    return preprocess(faces, card)
+
+
+def prepare_file(path: str | Path, work_dir: str | Path, data: str | Path | None = None, overwrite: bool = False,
+                 int8_schemes: tuple[str, ...] = INT8_SCHEMES) -> BenchModel:
+    """A model file benchmarked beside the built-in models: its card says how to make its real inputs (320
+    per :func:`card_inputs`: every fifth checks, the other 256 calibrate the int8 files, in the graph's own
+    batch). An ONNX file is its own fp32 model; a checkpoint is exported first. Derived files go to
+    ``work_dir/files/STEM-HASH/`` (a folder recording the file and the calibration images)."""
+    import hashlib
+
+    from faceembed.errors import MissingInputError
+    from faceembed.files import file_sha256
+    from faceembed.fingerprint import claim_folder, file_identity
+    from faceembed.models.card_io import read_card
+
+    path, data = Path(path), Path(data) if data else None
+    if not path.is_file():
+        raise MissingInputError("model file to bench not found", path)
+    card = read_card(path)
+    card = card if path.suffix.lower() == ".onnx" else card.replace(layout="NHWC", batch=None)  # torch: NHWC
+    faces = card_inputs(card, data, 320)
+    check, calib = faces[::5], np.delete(faces, np.s_[::5], axis=0)
+    work = Path(work_dir) / "files" / f"{path.stem}-{file_sha256(path)[:12]}"
+    claim_folder(work, {"command": "bench", "model": file_identity(path),
+                        "calibration": hashlib.sha256(np.ascontiguousarray(calib).tobytes()).hexdigest()}, overwrite)
+    if path.suffix.lower() == ".onnx":
+        ckpt, fp32 = None, path
+    else:
+        ckpt, fp32 = path, work / f"{path.stem}.onnx"
+        if not fp32.exists():
+            export_onnx(ckpt, fp32, calib[:32])
+    int8, int8_full = work / f"{path.stem}.int8.onnx", work / f"{path.stem}.int8-full.onnx"
+    _quantize(fp32, calib, int8, int8_full, int8_schemes)
+    classifier = card.outputs[0].role == "logits"
+    return BenchModel(str(path), ckpt, fp32, int8, int8_full, np.ascontiguousarray(check), classifier,
+                      trained=card.template != "none", card=card)
 
 
 def _is_trained(name: str, data: Path | None) -> bool:

@@ -6,6 +6,10 @@ A configuration is *accurate* when its first output (embedding / mu / logits) ha
 fp32 on every real input row, and (for ``mnist``) its top-1 agrees with fp32's within 0.002 on the inputs
 checked. The fastest accurate configuration per model and batch is marked ``best`` and cached for
 ``--backend auto`` (keyed by model file hash and machine).
+
+``models`` may name model files beside the built-in models (``bench --models mobilefacenet,w600k.onnx``): each
+is measured against the same peers on real inputs made per its model card (:func:`~faceembed.bench.models.
+prepare_file`); an ONNX file's reference is ONNX Runtime fp32 on the file (it has no PyTorch rows).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 
 from faceembed.bench.accuracy import TaskData, compare_to_fp32
 from faceembed.bench.flops import graph_flops_per_image, measure_peak_gflops
-from faceembed.bench.models import BENCH_MODELS, BenchModel, prepare_model
+from faceembed.bench.models import BENCH_MODELS, BenchModel, is_model_file, prepare_file, prepare_model
 from faceembed.errors import FaceembedError, NonFiniteError
 from faceembed.evaluation.scores import cosine_scores
 from faceembed.files import write_json
@@ -89,6 +93,8 @@ class _DefaultOpenVino(OpenVinoBackend):
 
 def _open(model: BenchModel, backend: str, precision: str, peer: bool, threads: int, config: str = ""):
     if backend == "torch":
+        if model.checkpoint is None:
+            raise FaceembedError("the torch backend runs faceembed checkpoints; this model file is ONNX")
         if peer:
             import torch
 
@@ -150,23 +156,28 @@ def run_bench(options: BenchOptions, json_path: str | Path | None = None, plot_p
     from rich.progress import Progress
 
     for name in options.models:
-        if name not in BENCH_MODELS:
-            raise FaceembedError(f"unknown model {name!r}; choose from {', '.join(BENCH_MODELS)}")
+        if name not in BENCH_MODELS and not is_model_file(name):
+            raise FaceembedError(f"unknown model {name!r}; choose from {', '.join(BENCH_MODELS)} or give a model "
+                                 "file (.onnx with a model card, faceembed checkpoint .pt)")
+    configs = _selected(options)
+    schemes = _int8_schemes(configs)
     peak = measure_peak_gflops(options.threads)
     report: dict[str, Any] = {"peak_gflops": {"fp32": peak["fp32"], "bf16": peak["bf16"]}, "peak_detail": peak,
                               "threads": options.threads, "machine": _machine(), "rows": [], "best": {}}
-    configs = _selected(options)
     prepared: dict[str, BenchModel] = {}
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("bench", total=len(options.models) * len(configs))
         for name in options.models:
             bar.update(task, description=f"prepare {name}")
-            model = prepared[name] = prepare_model(name, options.work_dir, options.data, options.overwrite)
+            prepare = prepare_file if is_model_file(name) else prepare_model
+            model = prepared[name] = prepare(name, options.work_dir, options.data, options.overwrite, schemes)
             bar.update(task, description=f"bench {name}")
             gflop = graph_flops_per_image(model.onnx_fp32) / 1e9
-            reference_backend = TorchBackend(model.checkpoint, options.threads)
+            reference_backend = (TorchBackend(model.checkpoint, options.threads) if model.checkpoint is not None
+                                 else OrtBackend(model.onnx_fp32, options.threads))
             reference = reference_backend.run(model.inputs)
-            task_data = TaskData(name, options.data, model.trained) if options.task_accuracy else None
+            task_data = (TaskData(name, options.data, model.trained, model.card) if options.task_accuracy
+                         else None)
             task_ref = task_data.evaluate(reference_backend) if task_data else None
             task_results: dict[tuple, dict[str, Any] | None] = {}
             if options.ort_ablation:
@@ -218,6 +229,12 @@ def run_bench(options: BenchOptions, json_path: str | Path | None = None, plot_p
 
         plot_bench(report, plot_path)
     return report
+
+
+def _int8_schemes(configs: list[tuple[str, str, str, bool]]) -> tuple[str, ...]:
+    """The int8 files the selected configurations run: residual-float for OpenVINO, full for ONNX Runtime."""
+    backends = {backend for backend, precision, _, _ in configs if precision == "int8"}
+    return tuple(s for s, b in (("residual-float", "openvino"), ("full", "ort")) if b in backends)
 
 
 def best_rows(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:

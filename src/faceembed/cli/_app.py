@@ -21,6 +21,10 @@ Address = Annotated[str | None, typer.Option(help="ray: cluster to join (auto, r
                                                   "default: a local Ray instance.")]
 Overwrite = Annotated[bool, typer.Option(help="The output folder holds another run's outputs: remove them and "
                                                "start again (default: refuse, naming what differs).")]
+Detector = Annotated[str, typer.Option(help="mtcnn (find the face) | none (every photo is already a face crop, "
+                                             "used whole).")]
+NoFace = Annotated[str, typer.Option(help="A photo where MTCNN finds no face: skip (listed) | whole (used whole "
+                                          "as a face crop; counted in the summary).")]
 NumWorkers = Annotated[int | None, typer.Option(help="ray: workers (default: one per CPU).")]
 
 
@@ -35,6 +39,16 @@ def parse_size(text: str) -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise FaceembedError(f"--size must be positive, not {text!r}")
     return h, w
+
+
+def check_choices(*checks: tuple[str, str | None, tuple[str, ...]]) -> None:
+    """Refuse, before any work, the first ``(name, value, choices)`` whose value is not one of its choices: one
+    clear error naming ``--name``. A value of None (an option not given) passes."""
+    from faceembed.errors import FaceembedError
+
+    for name, value, choices in checks:
+        if value is not None and value not in choices:
+            raise FaceembedError(f"--{name} must be one of {', '.join(choices)}, not {value!r}")
 
 
 def split_choices(name: str, text: str, choices: tuple[str, ...]) -> list[str]:

@@ -12,25 +12,16 @@ from faceembed.cli._app import Address, Engine, NumWorkers, Overwrite, Progress,
 PANEL = "Faces: LFW and PFE"
 
 
-@app.command("import", rich_help_panel=PANEL)
-def import_(
-    source: Annotated[Path, typer.Argument(help="Foreign checkpoint (e.g. mobilefacenet_casia_112x96.ckpt).")],
-    out: Annotated[Path, typer.Option(help="faceembed checkpoint to write.")],
-    arch: Annotated[str, typer.Option(help="Architecture of the weights.")] = "mobilefacenet",
-) -> None:
-    """Convert a foreign PyTorch checkpoint into faceembed's format (loaded strictly, weights_only)."""
-    from faceembed.models.importers import import_checkpoint
-
-    print_json(import_checkpoint(source, out, arch))
-
-
 @app.command(rich_help_panel=PANEL)
 def align(
     images: Annotated[Path, typer.Option(help="Image root (LFW: images/ with one folder per person).")],
     out: Annotated[Path, typer.Option(help="Output folder: Name/Name_0001.png, contact_sheet.png.")],
     landmarks: Annotated[Path | None, typer.Option(help="Landmark file (either LFW format); default: detect "
                                                         "with MTCNN first into OUT/landmarks.txt.")] = None,
-    size: Annotated[str, typer.Option(help="112x96 or 112x112.")] = "112x96",
+    size: Annotated[str | None, typer.Option(help="112x96 or 112x112 (default: the --model card's, else "
+                                                  "112x96).")] = None,
+    model: Annotated[Path | None, typer.Option(help="Align for this model: its card's crop size and template "
+                                                    "(sphereface, arcface, dlib, none).")] = None,
     workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
     on_error: Annotated[str, typer.Option(help="stop | skip (bad images go to skipped.txt).")] = "stop",
     overwrite: Overwrite = False,
@@ -39,16 +30,35 @@ def align(
     num_workers: NumWorkers = None,
     progress: Progress = True,
 ) -> None:
-    """Align every image with a 5-point similarity transform onto the SphereFace/PFE template."""
+    """Align every image with a 5-point similarity transform onto the SphereFace/PFE template (or, with
+    --model, onto the template and crop size of that model's card)."""
     from faceembed.engines import Engine
     from faceembed.faces.people import align_folder
 
+    crop, template = _align_target(size, model)
     summary = align_folder(images, out, landmarks, workers, Engine(engine, address, num_workers),
-                           size=parse_size(size), progress=progress, on_error=on_error, overwrite=overwrite)
+                           size=crop, template=template, progress=progress, on_error=on_error,
+                           overwrite=overwrite)
     print_json({"aligned": summary.aligned, "fallback_center_crop": summary.fallback, "skipped": summary.skipped,
                 "failed": len(summary.failed), "seconds": round(summary.seconds, 2)})
     if summary.failed:
         raise typer.Exit(2)
+
+
+def _align_target(size: str | None, model: Path | None) -> tuple[tuple[int, int], str | None]:
+    """The crop size and template of ``align``: the model card's with ``--model`` (a ``--size`` that differs
+    is refused), else ``--size`` (default 112x96) with the template that size implies."""
+    if model is None:
+        return parse_size(size or "112x96"), None
+    from faceembed.errors import FaceembedError
+    from faceembed.models.card_io import read_card
+
+    card = read_card(model)
+    crop = (card.height, card.width)
+    if size is not None and parse_size(size) != crop:
+        raise FaceembedError(f"--size {size} contradicts the --model card's {card.height}x{card.width} crop; "
+                             "leave --size out (the card decides)")
+    return crop, card.template
 
 
 @app.command(rich_help_panel=PANEL)

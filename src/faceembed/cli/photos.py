@@ -8,8 +8,18 @@ from typing import Annotated
 
 import typer
 
-from faceembed.cli._app import Address, Engine, NumWorkers, Overwrite, Progress, app, print_json
-from faceembed.errors import FaceembedError
+from faceembed.cli._app import (
+    Address,
+    Detector,
+    Engine,
+    NoFace,
+    NumWorkers,
+    Overwrite,
+    Progress,
+    app,
+    check_choices,
+    print_json,
+)
 from faceembed.faces.people import expand_images
 
 PANEL = "Photos: detect and identify"
@@ -20,9 +30,10 @@ Keep = Annotated[str, typer.Option(help="Several faces in a photo: keep the larg
 MinFace = Annotated[float, typer.Option(help="Smallest face to find, pixels (P-Net pyramid starts there).")]
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise FaceembedError(f"--{name} must be one of {', '.join(choices)}, not {value!r}")
+def _check_photo_options(keep: str, on_error: str | None = None, detector: str | None = None,
+                         no_face: str | None = None) -> None:
+    check_choices(("keep", keep, ("largest", "center")), ("on-error", on_error, ("skip", "stop")),
+                  ("detector", detector, ("mtcnn", "none")), ("no-face", no_face, ("skip", "whole")))
 
 
 def _echo_failures(failed: list[tuple[str, str]], limit: int = 50) -> None:
@@ -54,9 +65,8 @@ def detect(
     from faceembed.faces.detect import DetectorConfig
     from faceembed.faces.detect_files import claim_parts, detect_files, write_detections
 
-    _check_choice("keep", keep, ("largest", "center"))
-    _check_choice("on-error", on_error, ("skip", "stop"))
-    _check_choice("format", fmt, ("xxyy", "interleaved"))
+    _check_photo_options(keep, on_error)
+    check_choices(("format", fmt, ("xxyy", "interleaved")), ("backend", backend, ("ort", "torch")))
     root, rels = expand_images(images)
     config = DetectorConfig(min_face_size=min_face_size)
     parts = claim_parts(out, root, rels, config, keep, backend, overwrite)  # a killed run resumes from here
@@ -82,6 +92,8 @@ def enroll(
     keep: Keep = "largest",
     on_error: OnError = "skip",
     min_face_size: MinFace = 40.0,
+    detector: Detector = "mtcnn",
+    no_face: NoFace = "skip",
     workers: Workers = None,
     engine: Engine = "local",
     address: Address = None,
@@ -92,8 +104,10 @@ def enroll(
     from faceembed.engines import Engine
     from faceembed.faces.people import enroll_folder
 
+    _check_photo_options(keep, on_error, detector, no_face)
     summary = enroll_folder(images, model, out, landmarks, workers, Engine(engine, address, num_workers), keep=keep,
-                            on_error=on_error, min_face_size=min_face_size, progress=progress)
+                            on_error=on_error, min_face_size=min_face_size, progress=progress, detector=detector,
+                            no_face=no_face)
     _echo_failures(summary.pop("skipped"))
     print_json(summary)
 
@@ -109,14 +123,18 @@ def identify(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the answers as JSON.")] = None,
     keep: Keep = "largest",
     min_face_size: MinFace = 40.0,
+    detector: Detector = "mtcnn",
+    no_face: NoFace = "skip",
     workers: Workers = None,
     progress: Progress = False,
 ) -> None:
     """Name the person in each photo: top-k gallery people with cosine scores ('unknown' below --threshold)."""
     from faceembed.faces.people import identify_photos
 
+    _check_photo_options(keep, None, detector, no_face)
+    check_choices(("method", method, ("auto", "numpy", "faiss")))
     result = identify_photos(gallery, images, model, top_k, threshold, method, workers, json_out, keep=keep,
-                             min_face_size=min_face_size, progress=progress)
+                             min_face_size=min_face_size, progress=progress, detector=detector, no_face=no_face)
     _echo_failures([(f["image"], f["reason"]) for f in result["failed"]])
     for r, hits in result["answers"].items():
         typer.echo(f"{r}\t" + "  ".join(f"{h['name']} {h['score']:.3f}" for h in hits))
@@ -136,15 +154,19 @@ def evaluate_identification(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
     keep: Keep = "largest",
     min_face_size: MinFace = 40.0,
+    detector: Detector = "mtcnn",
+    no_face: NoFace = "skip",
     workers: Workers = None,
     progress: Progress = True,
 ) -> None:
     """Rank-1 / rank-5 / CMC (closed set) and DIR at FAR (open set) on a seeded gallery/probe split."""
     from faceembed.faces.people import evaluate_identification_folder
 
+    _check_photo_options(keep, None, detector, no_face)
     result = evaluate_identification_folder(images, model, min_images, seed, gallery_fraction, impostor_fraction,
                                             far, landmarks, plot, json_out, workers, keep=keep,
-                                            min_face_size=min_face_size, progress=progress)
+                                            min_face_size=min_face_size, progress=progress, detector=detector,
+                                            no_face=no_face)
     brief = {k: result[k] for k in ("people", "probes", "rank1", "rank5", "failed")}
     brief["dir_at_far"] = result.get("open_set", {}).get("dir")
     brief["numpy_vs_faiss_top1"] = result["numpy_vs_faiss"]["top1_agreement"]

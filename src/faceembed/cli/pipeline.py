@@ -9,11 +9,14 @@ import typer
 
 from faceembed.cli._app import (
     Address,
+    Detector,
     Engine,
+    NoFace,
     NumWorkers,
     Overwrite,
     Progress,
     app,
+    check_choices,
     print_json,
     split_choices,
     split_ints,
@@ -47,8 +50,11 @@ def train(
 
     from faceembed.training.train import TrainConfig, train_mnist
 
+    from faceembed.losses import LOSSES
+
     if dataset != "mnist":
         raise FaceembedError(f"unknown dataset {dataset!r}; 'mnist' is supported")
+    check_choices(("loss", loss, tuple(LOSSES)))
     config = TrainConfig.quick() if quick else TrainConfig()
     given = {
         "loss": loss,
@@ -121,8 +127,9 @@ def quantize(
     progress: Progress = True,
 ) -> None:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on real images."""
-    from faceembed.export.quantize import quantize_model
+    from faceembed.export.quantize import METHODS, SCHEMES, quantize_model
 
+    check_choices(("method", method, tuple(METHODS)), ("scheme", scheme, tuple(SCHEMES)))
     report = quantize_model(model, calibrate, out, max_images, method, scheme=scheme, min_cosine=min_cosine or None,
                             progress=progress)
     report.pop("agreement_json", None)
@@ -132,7 +139,9 @@ def quantize(
 @app.command(rich_help_panel=PANEL)
 def bench(
     models: Annotated[str, typer.Option(help="Comma-separated: mnist, mobilefacenet, sphere20, sphere64, pfe, "
-                                             "pfe-sphere64.")] = "mnist,mobilefacenet,sphere20,pfe",
+                                             "pfe-sphere64, or model files (.onnx with a model card, e.g. from "
+                                             "'faceembed import'; checkpoints .pt), measured beside them on inputs "
+                                             "made per their card.")] = "mnist,mobilefacenet,sphere20,pfe",
     backends: Annotated[str, typer.Option(help="Comma-separated: torch, ort, openvino.")] = "torch,ort,openvino",
     precision: Annotated[str, typer.Option(help="Comma-separated: fp32, bf16, int8.")] = "fp32,bf16,int8",
     batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,32",
@@ -149,12 +158,19 @@ def bench(
     progress: Progress = True,
 ) -> None:
     """Time every model x backend x precision x batch against the peers' defaults, with accuracy checked."""
-    from faceembed.bench.models import BENCH_MODELS
+    from faceembed.bench.models import BENCH_MODELS, is_model_file
     from faceembed.bench.run import BenchOptions, run_bench
     from faceembed.inference.backends import BACKENDS
     from faceembed.report.bench_table import print_bench
 
-    options = BenchOptions(split_choices("models", models, BENCH_MODELS), split_choices("backends", backends, BACKENDS),
+    names = [t.strip() for t in models.split(",") if t.strip()]
+    files = [n for n in names if is_model_file(n)]
+    for f in files:
+        if not Path(f).is_file():
+            raise FaceembedError(f"--models: model file {f!r} not found")
+    if len(files) < len(names) or not names:  # one clear error for an unknown built-in name
+        split_choices("models", ",".join(n for n in names if n not in files), BENCH_MODELS)
+    options = BenchOptions(names, split_choices("backends", backends, BACKENDS),
                            split_choices("precision", precision, ("fp32", "bf16", "int8")),
                            split_ints("batch", batch), threads, min_seconds, work_dir=work_dir, data=data,
                            data_path=data_path, ort_ablation=ort_ablation, task_accuracy=task_accuracy,
@@ -177,29 +193,51 @@ def tobin(
     pairs: Annotated[Path | None, typer.Option(help="lfw: write the images of this pairs file.")] = None,
     all_images: Annotated[bool, typer.Option(help="lfw: every image, not only those in pairs.txt.")] = False,
     flip: Annotated[bool, typer.Option(help="lfw: mirror the faces (flip test-time augmentation).")] = False,
-    on_error: Annotated[str, typer.Option(help="lfw: stop | skip (unreadable images go to skipped.txt).")] = "stop",
+    on_error: Annotated[str | None, typer.Option(help="lfw: stop (default) | skip; photos: skip (default) | stop "
+                                                      "(bad images go to skipped.txt).")] = None,
+    model: Annotated[Path | None, typer.Option(help="lfw, photos: write the input of this model (its card: size, "
+                                                    "template, colour, normalisation, layout); default: 112x96 "
+                                                    "SphereFace / MobileFaceNet input.")] = None,
+    images: Annotated[Path | None, typer.Option(help="photos: the photo folder (any format, found by "
+                                                     "content).")] = None,
+    detector: Detector = "mtcnn",
+    no_face: NoFace = "skip",
+    keep: Annotated[str, typer.Option(help="photos: several faces in a photo: largest | center.")] = "largest",
     progress: Progress = True,
 ) -> None:
-    """Write preprocessed input tensors as raw little-endian float32 files (NHWC) plus a manifest.
+    """Write preprocessed input tensors as raw little-endian float32 files (the model card's layout, NHWC by
+    default) plus a manifest.
 
     Rerun the same command after an interruption: complete batch files are kept, the rest written."""
-    from faceembed.batch.tobin import tobin_lfw, tobin_mnist
+    from faceembed.batch.tobin import tobin_lfw, tobin_mnist, tobin_photos
 
     given = {"--split": split != "test", "--shuffle-seed": shuffle_seed is not None, "--landmarks": landmarks,
-             "--pairs": pairs, "--all-images": all_images, "--flip": flip, "--on-error": on_error != "stop"}
-    applies = {"mnist": {"--split", "--shuffle-seed"},
-               "lfw": {"--landmarks", "--pairs", "--all-images", "--flip", "--on-error"}}
+             "--pairs": pairs, "--all-images": all_images, "--flip": flip, "--on-error": on_error is not None,
+             "--model": model, "--images": images, "--detector": detector != "mtcnn", "--no-face": no_face != "skip",
+             "--keep": keep != "largest", "--data": data, "--limit": limit}
+    applies = {"mnist": {"--split", "--shuffle-seed", "--data", "--limit"},
+               "lfw": {"--landmarks", "--pairs", "--all-images", "--flip", "--on-error", "--model", "--data",
+                       "--limit"},
+               "photos": {"--images", "--model", "--landmarks", "--on-error", "--detector", "--no-face", "--keep"}}
     if dataset not in applies:
-        raise FaceembedError(f"unknown dataset {dataset!r}; choose mnist or lfw")
+        raise FaceembedError(f"unknown dataset {dataset!r}; choose mnist, lfw or photos")
     wrong = [flag for flag, on in given.items() if on and flag not in applies[dataset]]
     if wrong:
         raise FaceembedError(f"{', '.join(wrong)} does not apply to 'tobin {dataset}'")
+    check_choices(("split", split, ("train", "test")), ("on-error", on_error, ("stop", "skip")),
+                  ("detector", detector, ("mtcnn", "none")), ("no-face", no_face, ("skip", "whole")),
+                  ("keep", keep, ("largest", "center")))
     if dataset == "mnist":
         summary = tobin_mnist(out, split, batch_size or 32, limit, shuffle_seed, data_root=data)
-    else:
+    elif dataset == "lfw":
         summary = tobin_lfw(data or Path("../shared/data/lfw"), out, landmarks, batch_size or 1,
                             pairs_only=not all_images, flip=flip, limit=limit, progress=progress, pairs=pairs,
-                            on_error=on_error)
+                            on_error=on_error or "stop", model=model)
+    else:
+        if images is None:
+            raise FaceembedError("tobin photos needs --images FOLDER")
+        summary = tobin_photos(images, out, model, landmarks, batch_size or 1, progress=progress,
+                               on_error=on_error or "skip", detector=detector, no_face=no_face, keep=keep)
     print_json(summary.to_dict())
 
 
@@ -224,7 +262,12 @@ def infer(
 ) -> None:
     """Run a model over tensor files: one output file per input file and output, plus latency statistics."""
     from faceembed.engines import Engine
+    from faceembed.inference.backends import BACKENDS, PRECISIONS, PROVIDERS
 
+    check_choices(("outfmt", outfmt if outfmt.upper() in ("BIN", "TXT", "NPY") else outfmt, ("BIN", "TXT", "NPY")),
+                  ("on-error", on_error, ("stop", "skip")),
+                  ("backend", backend, (*BACKENDS, "auto")), ("precision", precision, PRECISIONS),
+                  ("provider", provider, tuple(PROVIDERS)))
     summary = Engine(engine, address, num_workers).infer(
         model, input, output, outfmt=outfmt, batch=batch, loop=loop, threads=threads, provider=provider,
         backend=backend, precision=precision, on_error=on_error, progress=progress, overwrite=overwrite)

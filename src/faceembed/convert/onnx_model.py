@@ -24,7 +24,8 @@ from faceembed.convert import onnx_graph as g
 from faceembed.data.preprocess import preprocess
 from faceembed.errors import InputFormatError, NonFiniteError
 from faceembed.files import write_bytes
-from faceembed.models.card import ROLES, ModelCard, card_from_export_metadata, card_from_onnx, card_to_onnx, load_onnx
+from faceembed.models.card import ROLES, ModelCard
+from faceembed.models.card_io import card_from_export_metadata, card_from_onnx, card_to_onnx, load_onnx
 
 log = logging.getLogger(__name__)
 

@@ -49,6 +49,8 @@ def template_points(name: str, height: int, width: int) -> np.ndarray | None:
             or height <= 0 or width <= 0:
         raise InputFormatError(f"crop size must be positive integers, got {height}x{width}")
     points, (ref_h, ref_w) = TEMPLATES[name]
+    if (height, width) == (ref_h, ref_w):
+        return points.astype(np.float64).copy()  # exactly the published numbers, no rounding on the way
     s = float(height) / ref_h
     out = points.astype(np.float64).copy()
     out[:, 0] = (out[:, 0] - ref_w / 2.0) * s + float(width) / 2.0

@@ -45,11 +45,11 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
                  quick: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the PFE pipeline on LFW View 2 (6,000 pairs, 10 folds) and print the results table."""
     from faceembed.batch.tobin import face_tensors
+    from faceembed.convert.torch_state import import_checkpoint
     from faceembed.data.lfw import pair_images, read_landmarks, read_pairs
     from faceembed.evaluation.verification import verify_features
-    from faceembed.faces.align import align_images_in_memory
+    from faceembed.faces.align_files import align_images_in_memory
     from faceembed.inference.timing import latency_per_image
-    from faceembed.models.importers import import_checkpoint
     from faceembed.training.train_pfe import PFETrainConfig, train_pfe_crossfold
 
     data = Path(data or "../shared/data")

@@ -46,10 +46,10 @@ def _people(images: Path, quick: bool) -> tuple[list[str], list[str]]:
 def run_photos_demo(out: str | Path, json_path: str | Path | None = None, data: str | Path | None = None,
                     quick: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run detect -> align -> embed -> enroll -> identify on LFW people with >= 10 photos; print the table."""
+    from faceembed.convert.torch_state import import_checkpoint
     from faceembed.evaluation.identification import evaluate_identification
     from faceembed.export.parity_inputs import export_checkpoint
     from faceembed.faces.embed import FaceModel, embed_images
-    from faceembed.models.importers import import_checkpoint
 
     data = Path(data or "../shared/data")
     images, out = data / "lfw" / "images", Path(out)

@@ -1,6 +1,6 @@
 """Engines that run faceembed's jobs: ``local`` (processes on this machine) or ``ray`` (Ray Data, a local
 instance or a cluster). Every job takes the same options dataclass on either engine
-(:class:`~faceembed.batch.infer.InferOptions`, :class:`~faceembed.faces.align.AlignOptions`,
+(:class:`~faceembed.batch.infer.InferOptions`, :class:`~faceembed.faces.align_files.AlignOptions`,
 :class:`~faceembed.faces.embed.EmbedOptions`); :class:`Engine` is the one place that picks the implementation.
 """
 
@@ -56,13 +56,13 @@ class Engine:
     def align(self, image_root: str | Path, landmarks: dict[str, np.ndarray], relpaths: list[str],
               out_dir: str | Path, workers: int | None = None, landmarks_source: dict | None = None,
               **options: Any) -> Any:
-        """``align`` of photos onto a template (:class:`~faceembed.faces.align.AlignOptions` fields)."""
+        """``align`` of photos onto a template (:class:`~faceembed.faces.align_files.AlignOptions` fields)."""
         if self.is_ray:
             from faceembed.engines.ray.align import align_dataset_ray
 
             return align_dataset_ray(image_root, landmarks, relpaths, out_dir, self.num_workers or workers,
                                      self.address, landmarks_source, **options)
-        from faceembed.faces.align import align_dataset
+        from faceembed.faces.align_files import align_dataset
 
         return align_dataset(image_root, landmarks, relpaths, out_dir, workers, landmarks_source, **options)
 

@@ -43,6 +43,8 @@ class Gallery:
     counts: np.ndarray
     sigma_sq: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    faces: np.ndarray | None = None  # optional: every enrolled unit embedding, ``face_labels[i]``'s
+    face_labels: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -83,6 +85,9 @@ def save_gallery(path: str | Path, gallery: Gallery) -> None:
     }
     if gallery.sigma_sq is not None:
         arrays["sigma_sq"] = gallery.sigma_sq.astype(np.float32)
+    if gallery.faces is not None:
+        arrays["faces"] = gallery.faces.astype(np.float32)
+        arrays["face_labels"] = np.array(gallery.face_labels, dtype=str)
 
     def _write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -111,7 +116,12 @@ def load_gallery(path: str | Path) -> Gallery:
     if not np.isfinite(t).all():
         raise InputFormatError("templates contain NaN or Inf", path)
     sig = np.asarray(data["sigma_sq"], dtype=np.float32) if "sigma_sq" in data else None
-    return Gallery(names, t, np.asarray(data["counts"]), sig, json.loads(str(data["meta"])))
+    faces, labels = data.get("faces"), data.get("face_labels")
+    if faces is not None and (labels is None or len(faces) != len(labels) or faces.ndim != 2):
+        raise InputFormatError("gallery 'faces' and 'face_labels' do not match", path)
+    return Gallery(names, t, np.asarray(data["counts"]), sig, json.loads(str(data["meta"])),
+                   None if faces is None else np.asarray(faces, np.float32),
+                   None if labels is None else [str(n) for n in labels])
 
 
 def search(templates: np.ndarray, probes: np.ndarray, k: int = 5, method: str = "auto",

@@ -85,7 +85,7 @@ def export_onnx(
     export_model = NHWCWrapper(load_checkpoint(checkpoint)[0], fp16=fp16).eval()
     with atomic_path(out) as tmp:
         _torch_export(export_model, spec, tmp, opset)
-        _tag(tmp, spec, arch, precision)
+        _tag(tmp, spec, arch, precision, checkpoint)
         report = check_parity(tmp, spec, parity_inputs, reference, precision, batches)
         if not report.ok:
             raise ParityError(
@@ -112,9 +112,12 @@ def _torch_export(model: nn.Module, spec: InputSpec, path: Path, opset: int) -> 
     torch_to_onnx(model, torch.zeros(2, *spec.nhwc), path, spec.input_name, spec.output_names, {0: "batch"}, opset)
 
 
-def _tag(path: Path, spec: InputSpec, arch: str, precision: str) -> None:
-    """Record faceembed's metadata (precision, architecture, input spec) in the ONNX file."""
+def _tag(path: Path, spec: InputSpec, arch: str, precision: str, checkpoint: str | Path) -> None:
+    """Record faceembed's metadata (precision, architecture, input spec) and the checkpoint's model card (NHWC,
+    dynamic batch: what the export takes) in the ONNX file."""
     import onnx
+
+    from faceembed.models.card_io import card_to_onnx, read_card
 
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
@@ -126,6 +129,9 @@ def _tag(path: Path, spec: InputSpec, arch: str, precision: str) -> None:
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
+    card = read_card(checkpoint).replace(layout="NHWC", batch=None, input_name=spec.input_name,
+                                         source=Path(checkpoint).name)
+    card_to_onnx(model, card)
     onnx.save(model, str(path))
     with open(path, "rb+") as f:
         os.fsync(f.fileno())

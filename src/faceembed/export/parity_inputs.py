@@ -54,8 +54,10 @@ def lfw_root() -> Path | None:
     return None
 
 
-def default_parity_inputs(spec: InputSpec) -> np.ndarray:
-    """MNIST test digits for 28x28 gray models; aligned LFW faces for 112x96 face models."""
+def default_parity_inputs(spec: InputSpec, card=None) -> np.ndarray:
+    """MNIST test digits for 28x28 gray models; LFW faces for face models, aligned onto the model card's
+    template and crop and preprocessed per the card (colour, normalisation; NHWC, what the export takes), or
+    per ``spec`` without a card."""
     if spec.nhwc == (28, 28, 1):
         from faceembed.batch.tobin import mnist_tensors
 
@@ -67,12 +69,17 @@ def default_parity_inputs(spec: InputSpec) -> np.ndarray:
             "or set FACEEMBED_LFW to an LFW folder"
         )
     from faceembed.data.lfw import read_landmarks
-    from faceembed.faces.align import align_images_in_memory
+    from faceembed.faces.align_files import align_images_in_memory
 
     landmarks = read_landmarks(root / "lfw_landmark.txt")
     names = sorted(landmarks)[:PARITY_COUNT]
     size = (spec.height, spec.width)
-    faces = align_images_in_memory(root / "images", landmarks, names, size=size, workers=1)
+    template = card.template if card is not None else None
+    faces = align_images_in_memory(root / "images", landmarks, names, size=size, workers=1, template=template)
+    if card is not None:
+        from faceembed.data.preprocess import preprocess
+
+        return preprocess(faces, card.replace(layout="NHWC"))
     return ((faces.astype(np.float32) - spec.mean) / spec.scale).astype(np.float32)
 
 
@@ -85,5 +92,10 @@ def export_checkpoint(
 ) -> ParityReport:
     """``faceembed export``: export with a parity check on real inputs (given, or the model's default)."""
     spec = InputSpec.from_dict(read_checkpoint(checkpoint)["input"])
-    inputs = load_tensor_input(parity_input, spec.nhwc) if parity_input is not None else default_parity_inputs(spec)
+    if parity_input is not None:
+        inputs = load_tensor_input(parity_input, spec.nhwc)
+    else:
+        from faceembed.models.card_io import read_card
+
+        inputs = default_parity_inputs(spec, read_card(checkpoint))
     return export_onnx(checkpoint, out, inputs, fp16=fp16, opset=opset)

@@ -43,8 +43,11 @@ SEARCH_MIN_COSINE = 0.9995
 class _Reader:
     """onnxruntime.quantization.CalibrationDataReader over an in-memory array, in small batches."""
 
-    def __init__(self, name: str, x: np.ndarray, batch: int = 16):
-        self.batches = iter([{name: np.ascontiguousarray(x[i:i + batch])} for i in range(0, len(x), batch)])
+    def __init__(self, name: str, x: np.ndarray, batch: int | None = None):
+        """``batch``: the graph's fixed batch (rows that do not fill a last batch are left out), else 16."""
+        step = batch or 16
+        ends = range(step, len(x) + 1, step) if batch else range(step, len(x) + step, step)
+        self.batches = iter([{name: np.ascontiguousarray(x[e - step:e])} for e in ends])
 
     def get_next(self):
         return next(self.batches, None)
@@ -81,7 +84,8 @@ def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: s
     with tempfile.TemporaryDirectory() as tmp, atomic_path(out) as final_tmp, _quiet():
         pre, raw = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(raw), _Reader(info.input_name, calib), quant_format=QuantFormat.QDQ,
+        reader = _Reader(info.input_name, calib, info.fixed_batch)  # calibrate in the model's own batch
+        quantize_static(str(pre), str(raw), reader, quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=calib_method, **_scheme_options(scheme))
         qmodel = onnx.load(str(raw))
@@ -146,9 +150,13 @@ def keep_float_until(qmodel, float_model, x: np.ndarray, min_cosine: float,
 def _run_first_output(model, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
+    from faceembed.inference.backends import run_in_fixed_batches
+
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    out = [session.run(None, {name: x[i:i + 32]})[0] for i in range(0, len(x), 32)]
+    first = session.get_inputs()[0]
+    fixed = first.shape[0] if isinstance(first.shape[0], int) and first.shape[0] > 0 else None
+    out = [run_in_fixed_batches(lambda b: session.run(None, {first.name: b}), x[i:i + 32], fixed)[0]
+           for i in range(0, len(x), 32)]
     return np.concatenate(out).reshape(len(x), -1).astype(np.float64)
 
 

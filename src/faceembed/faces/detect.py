@@ -132,8 +132,8 @@ def export_mtcnn_onnx(model, folder: Path) -> dict[str, Path]:
 def prepare_onnx(checkpoint: str | Path) -> dict[str, Path]:
     """The ONNX files of an MTCNN checkpoint, exported on first use into the cache folder (keyed by the
     checkpoint's hash)."""
+    from faceembed.files import cache_dir
     from faceembed.models.checkpoint import load_checkpoint
-    from faceembed.models.mtcnn_weights import cache_dir
     from faceembed.models.to_onnx import EXPORTER
 
     path = Path(checkpoint)

@@ -37,6 +37,7 @@ class DetectResult:
     faces_found: dict[str, int] = field(default_factory=dict)
     all_faces: dict[str, tuple[list[Face], tuple[int, int]]] = field(default_factory=dict)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    no_face: set[str] = field(default_factory=set)  # of ``failed``: read, but no face found
     seconds: float = 0.0
 
     @property
@@ -111,6 +112,8 @@ def detect_files(
                     raise InputFormatError(reason.split(": ", 1)[-1] if ": " in reason else reason,
                                            os.path.join(root_s, rel) if root_s else rel)
                 result.failed.append((rel, reason))
+                if shape != (0, 0):
+                    result.no_face.add(rel)
             else:
                 face = choose_face(faces, shape[0], shape[1], keep)
                 result.all_faces[rel] = (faces, shape)

@@ -1,14 +1,14 @@
 """Embed photos: detect (MTCNN) -> align (5-point similarity) -> run a face model, for image folders.
 
-Used by ``faceembed enroll``, ``identify`` and ``evaluate-identification``. The model is a faceembed
-checkpoint (``.pt``, PyTorch) or an exported ``.onnx`` (ONNX Runtime); its input spec (size, mean, scale)
-comes from the checkpoint or the ONNX metadata. Embeddings are the ``mu`` output if the model has one (PFE,
-with ``sigma_sq``), else ``embedding``.
+Used by ``faceembed enroll``, ``identify``, ``evaluate-identification`` and ``compare``. The model is any file
+with a model card (a faceembed checkpoint or export, or a model brought in with ``faceembed import``): the card
+says the crop (size, alignment template), the preprocessing (colour, layout, mean / std), the batch and which
+output is the embedding (``mu`` and ``sigma_sq`` for PFE models). Photos that are already face crops are used
+whole (``detector="none"``), and so, with ``no_face="whole"``, are photos where MTCNN finds no face.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -18,65 +18,58 @@ from typing import Any
 
 import numpy as np
 
-from faceembed.errors import FaceembedError, InputFormatError, MissingInputError
-from faceembed.models.checkpoint import FACE_INPUT_112x96, InputSpec, read_checkpoint
-
-
-def model_input_spec(path: str | Path) -> InputSpec:
-    """The input spec of a checkpoint or of an ONNX file exported by faceembed (default: 112x96 faces)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInputError("model file not found", path)
-    if path.suffix == ".onnx":
-        import onnx
-
-        try:
-            meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        except Exception:  # protobuf decode errors
-            raise InputFormatError("not a valid ONNX model", path) from None
-        return InputSpec.from_dict(json.loads(meta["faceembed.input"])) if "faceembed.input" in meta \
-            else FACE_INPUT_112x96
-    return InputSpec.from_dict(read_checkpoint(path)["input"])
+from faceembed.data.preprocess import preprocess
+from faceembed.errors import FaceembedError, InputFormatError
+from faceembed.models.card import ModelCard
 
 
 @dataclass
 class FaceModel:
-    """A loaded face model: ``backend`` (see :mod:`faceembed.inference.backends`) and its input ``spec``."""
+    """A loaded face model: its ``backend`` (see :mod:`faceembed.inference.backends`) and its model ``card``
+    (input size, layout, colour, normalisation, alignment template, batch, output roles)."""
 
     path: Path
     backend: object
-    spec: InputSpec
+    card: ModelCard
 
     @classmethod
     def load(cls, path: str | Path, backend: str | None = None, threads: int | None = None) -> FaceModel:
         """Open ``path``: ``.pt`` on PyTorch, ``.onnx`` on ONNX Runtime unless ``backend`` says otherwise."""
         from faceembed.inference.backends import load_backend
+        from faceembed.models.card_io import read_card
+        from faceembed.models.registry import resolve_model
 
-        path = Path(path)
-        spec = model_input_spec(path)
+        path = resolve_model(path)
+        card = read_card(path)
         be = backend or ("ort" if path.suffix == ".onnx" else "torch")
-        return cls(path, load_backend(path, be, threads=threads), spec)
+        return cls(path, load_backend(path, be, threads=threads), card)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The aligned face's (height, width)."""
+        return self.card.height, self.card.width
 
     def embed(self, faces: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
-        """Aligned uint8 RGB faces ``[N, H, W, 3]`` -> ``(embeddings [N, D], sigma_sq [N, D] or None)``."""
-        s = self.spec
-        if faces.shape[1:3] != (s.height, s.width):
-            raise InputFormatError(f"faces are {faces.shape[1]}x{faces.shape[2]} but the model takes "
-                                   f"{s.height}x{s.width}", self.path)
+        """Aligned uint8 RGB faces ``[N, H, W, 3]`` -> ``(embeddings [N, D], sigma_sq [N, D] or None)``, in chunks
+        of ``batch`` (a fixed-batch graph is run in its own batch by the backend)."""
+        c = self.card
+        if faces.ndim != 4 or faces.shape[1:3] != (c.height, c.width):
+            raise InputFormatError(f"faces are {'x'.join(map(str, faces.shape[1:3]))} but the model takes "
+                                   f"{c.height}x{c.width}", self.path)
         names = list(self.backend.output_names)
-        emb_i = names.index("mu") if "mu" in names else names.index("embedding") if "embedding" in names else 0
-        sig_i = names.index("sigma_sq") if "sigma_sq" in names else None
+        emb_i = names.index(c.embedding_output)
+        sig_name = c.output("sigma_sq")
+        sig_i = names.index(sig_name) if sig_name in names else None
         embs, sigs = [], []
         for i in range(0, len(faces), batch):
-            x = faces[i:i + batch]
-            if s.color == "GRAY":
-                x = x.mean(axis=3, keepdims=True)
-            outs = self.backend.run(((x.astype(np.float32) - s.mean) / s.scale).astype(np.float32))
-            embs.append(outs[emb_i])
+            x = preprocess(faces[i:i + batch], c)
+            n = len(x)
+            outs = self.backend.run(x)
+            embs.append(np.asarray(outs[emb_i])[:n].reshape(n, -1))
             if sig_i is not None:
-                sigs.append(outs[sig_i])
+                sigs.append(np.asarray(outs[sig_i])[:n].reshape(n, -1))
         if not embs:
-            return np.zeros((0, 0), np.float32), None
+            return np.zeros((0, c.embedding_size), np.float32), None
         return np.concatenate(embs).astype(np.float32), (np.concatenate(sigs).astype(np.float32) if sigs else None)
 
 
@@ -91,6 +84,7 @@ class EmbedResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)
+    whole: list[str] = field(default_factory=list)  # photos used whole (no detector, or no face found)
 
 
 @dataclass(frozen=True)
@@ -104,12 +98,16 @@ class EmbedOptions:
     min_face_size: float = 40.0
     detector_backend: str = "ort"
     progress: bool = False
+    detector: str = "mtcnn"  # none: every photo is already a face crop, used whole
+    no_face: str = "skip"  # whole: a photo where MTCNN finds no face is used whole instead of being lost
 
     def check(self) -> EmbedOptions:
         """One clear error for a bad choice."""
         for name, value, choices in (("keep", self.keep, ("largest", "center")),
                                      ("on-error", self.on_error, ("skip", "stop")),
-                                     ("detector-backend", self.detector_backend, ("ort", "torch"))):
+                                     ("detector-backend", self.detector_backend, ("ort", "torch")),
+                                     ("detector", self.detector, ("mtcnn", "none")),
+                                     ("no-face", self.no_face, ("skip", "whole"))):
             if value not in choices:
                 raise FaceembedError(f"--{name} must be one of {', '.join(choices)}, not {value!r}")
         return self
@@ -123,33 +121,74 @@ def embed_images(root: str | Path | None, relpaths: Sequence[str], model: FaceMo
 
     Images without a face or unreadable ones are skipped (``failed``) or, with ``on_error="stop"``, raise.
     """
-    from faceembed.faces.align import align_images_in_memory
+    o = EmbedOptions(**options).check()
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    landmarks, failed, whole = find_faces(root, relpaths, landmarks, workers, o)
+    seconds["detect"] = time.perf_counter() - t
+    ok = [r for r in relpaths if r in landmarks]
+    t = time.perf_counter()
+    faces = align_for_card(root, landmarks, ok, model.card, workers, o.on_error, failed)
+    ok = [r for r in ok if r not in {f for f, _ in failed}]
+    seconds["align"] = time.perf_counter() - t
+    t = time.perf_counter()
+    emb, sig = model.embed(faces) if len(faces) else (np.zeros((0, model.card.embedding_size), np.float32), None)
+    seconds["embed"] = time.perf_counter() - t
+    marks = {r: landmarks[r] for r in ok if not isinstance(landmarks[r], str)}
+    return EmbedResult(ok, emb, sig, failed, seconds, marks, [r for r in whole if r in set(ok)])
+
+
+def find_faces(root: str | Path | None, relpaths: Sequence[str], landmarks: dict | None, workers: int | None,
+               o: EmbedOptions) -> tuple[dict, list[tuple[str, str]], list[str]]:
+    """The faces of photos: (landmarks per photo, :data:`~faceembed.faces.align.WHOLE_IMAGE` for photos used
+    whole; ``(relpath, reason)`` of the photos left out; the photos used whole). ``landmarks`` given: used as
+    they are; else MTCNN detects (``o.detector == "mtcnn"``) or every photo is a face crop (``"none"``)."""
+    from faceembed.faces.align import WHOLE_IMAGE
     from faceembed.faces.detect import DetectorConfig
     from faceembed.faces.detect_files import detect_files
 
-    o = EmbedOptions(**options).check()
-    on_error = o.on_error
-    seconds: dict[str, float] = {}
+    if landmarks is None and o.detector == "none":
+        return {r: WHOLE_IMAGE for r in relpaths}, [], list(relpaths)
     failed: list[tuple[str, str]] = []
-    t = time.perf_counter()
+    whole: list[str] = []
     if landmarks is None:
         det = detect_files(root, relpaths, DetectorConfig(min_face_size=o.min_face_size),
-                           backend=o.detector_backend, workers=workers, keep=o.keep, on_error=on_error,
-                           progress=o.progress)
-        landmarks, failed = det.landmarks, list(det.failed)
-        seconds["detect"] = time.perf_counter() - t
-    ok = [r for r in relpaths if r in landmarks]
+                           backend=o.detector_backend, workers=workers, keep=o.keep,
+                           on_error="skip" if o.no_face == "whole" else o.on_error, progress=o.progress)
+        landmarks = dict(det.landmarks)
+        for rel, reason in det.failed:
+            if o.no_face == "whole" and rel in det.no_face:
+                landmarks[rel] = WHOLE_IMAGE
+                whole.append(rel)
+            elif o.on_error == "stop":
+                raise InputFormatError(reason)
+            else:
+                failed.append((rel, reason))
     missing = [r for r in relpaths if r not in landmarks and r not in {f for f, _ in failed}]
-    if missing and on_error == "stop":
+    if missing and o.on_error == "stop":
         raise InputFormatError("no landmarks for this image", os.path.join(str(root or ""), missing[0]))
-    failed += [(r, "no landmarks") for r in missing]
-    t = time.perf_counter()
-    s = model.spec
-    faces = align_images_in_memory(root if root is not None else "", landmarks, ok, size=(s.height, s.width),
-                                   workers=workers, progress=False) if ok else np.zeros((0, s.height, s.width, 3),
-                                                                                         np.uint8)
-    seconds["align"] = time.perf_counter() - t
-    t = time.perf_counter()
-    emb, sig = model.embed(faces) if len(faces) else (np.zeros((0, 0), np.float32), None)
-    seconds["embed"] = time.perf_counter() - t
-    return EmbedResult(ok, emb, sig, failed, seconds, {r: landmarks[r] for r in ok})
+    return landmarks, failed + [(r, "no landmarks") for r in missing], whole
+
+
+def align_for_card(root, landmarks: dict, rels: list[str], card: ModelCard, workers: int | None,
+                   on_error: str, failed: list[tuple[str, str]]) -> np.ndarray:
+    """The faces of ``rels`` aligned onto the card's crop and template; with ``on_error="skip"`` an unreadable
+    photo is appended to ``failed`` (found by redoing its chunk one photo at a time) instead of raising."""
+    from faceembed.faces.align_files import align_images_in_memory as align
+
+    h, w = card.height, card.width
+    kw = {"size": (h, w), "template": card.template, "progress": False}
+    if not rels:
+        return np.zeros((0, h, w, 3), np.uint8)
+    try:
+        return align(root if root is not None else "", landmarks, rels, workers=workers, **kw)
+    except FaceembedError:
+        if on_error == "stop":
+            raise
+    kept = []
+    for rel in rels:
+        try:
+            kept.append(align(root if root is not None else "", landmarks, [rel], workers=1, **kw))
+        except FaceembedError as exc:
+            failed.append((rel, exc.one_line()))
+    return np.concatenate(kept) if kept else np.zeros((0, h, w, 3), np.uint8)

@@ -68,7 +68,7 @@ def enroll_folder(images: str | Path, model: str | Path, out: str | Path, landma
     save_gallery(out, gal)
     if res.failed:
         write_text(out.with_name(out.stem + ".skipped.txt"), "".join(f"{r}\t{w}\n" for r, w in res.failed))
-    return {"people": len(gal), "images": len(res.relpaths), "failed": len(res.failed),
+    return {"people": len(gal), "images": len(res.relpaths), "used_whole": len(res.whole), "failed": len(res.failed),
             "dim": int(gal.templates.shape[1]), "pfe_fusion": gal.sigma_sq is not None, "gallery": str(out),
             "seconds": {k: round(v, 2) for k, v in res.seconds.items()}, "skipped": res.failed}
 
@@ -128,11 +128,11 @@ def evaluate_identification_folder(images: str | Path, model: str | Path, min_im
 
 def align_folder(images: str | Path, out: str | Path, landmarks: str | Path | None = None,
                  workers: int | None = None, engine: Engine = LOCAL, **options: Any) -> Any:
-    """Align every photo of ``images`` into ``out`` (:class:`~faceembed.faces.align.AlignOptions` fields).
+    """Align every photo of ``images`` into ``out`` (:class:`~faceembed.faces.align_files.AlignOptions` fields).
     Without ``landmarks``, MTCNN detects them first into ``OUT/landmarks.txt``."""
     from faceembed.data.images import list_images
     from faceembed.data.lfw import read_landmarks
-    from faceembed.faces.align import AlignOptions, alignment_record
+    from faceembed.faces.align_files import AlignOptions, alignment_record
     from faceembed.fingerprint import claim_folder, file_identity
 
     images, out = Path(images), Path(out)

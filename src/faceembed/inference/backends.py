@@ -52,6 +52,7 @@ class ModelInfo:
     output_names: list[str]
     output_item_shapes: list[tuple[int, ...] | None] = field(default_factory=list)
     precision: str = "fp32"
+    fixed_batch: int | None = None  # the graph takes exactly this many items per call (None: any number)
 
 
 def check_batch(
@@ -112,7 +113,28 @@ def onnx_info(path: str | Path) -> ModelInfo:
         [o.name for o in model.graph.output],
         out_shapes,
         meta.get("faceembed.precision", _guess_precision(model)),
+        in_dims[0] if in_dims[0] else None,
     )
+
+
+def run_in_fixed_batches(run, batch: np.ndarray, fixed: int | None) -> list[np.ndarray]:
+    """``run(batch)`` for a graph that takes exactly ``fixed`` items per call: ``batch`` is cut into chunks of
+    ``fixed``, the last one padded with zeros, and the outputs' rows of the padding dropped."""
+    if not fixed or len(batch) == fixed:
+        return run(batch)
+    parts = []
+    for start in range(0, len(batch), fixed):
+        chunk = batch[start:start + fixed]
+        n = len(chunk)
+        if n < fixed:
+            chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), chunk.dtype)])
+        parts.append([np.asarray(o)[:n] for o in run(np.ascontiguousarray(chunk))])
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def _runtime_error(exc: Exception, runtime: str) -> ShapeMismatchError:
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return ShapeMismatchError(f"{runtime} could not run the model on this input ({first})")
 
 
 def _guess_precision(model) -> str:
@@ -174,10 +196,16 @@ class OrtBackend:
         self.output_item_shapes = info.output_item_shapes
         self.precision = info.precision
         self.provider = provider
+        self.fixed_batch = info.fixed_batch
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        try:
+            return self.session.run(self.output_names, {self.input_name: batch})
+        except Exception as exc:  # onnxruntime's own exception types: one typed line instead
+            raise _runtime_error(exc, "ONNX Runtime") from None
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        batch = check_batch(batch, self.item_shape)
-        return self.session.run(self.output_names, {self.input_name: batch})
+        return run_in_fixed_batches(self._run, check_batch(batch, self.item_shape), self.fixed_batch)
 
 
 class OpenVinoBackend:
@@ -210,11 +238,17 @@ class OpenVinoBackend:
         )
         self.output_item_shapes = info.output_item_shapes
         self.precision = precision
+        self.fixed_batch = info.fixed_batch
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        try:
+            result = self.request.infer({self.input_name: batch})
+        except Exception as exc:  # OpenVINO's RuntimeError: one typed line instead
+            raise _runtime_error(exc, "OpenVINO") from None
+        return [np.asarray(result[self.compiled.output(name)]) for name in self.output_names]
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        batch = check_batch(batch, self.item_shape)
-        result = self.request.infer({self.input_name: batch})
-        return [np.asarray(result[self.compiled.output(name)]) for name in self.output_names]
+        return run_in_fixed_batches(self._run, check_batch(batch, self.item_shape), self.fixed_batch)
 
 
 class TorchBackend:
@@ -267,7 +301,9 @@ def load_backend(
 
     ``auto`` is not a backend here: the driver resolves it once into a (backend, precision) pair with
     :func:`faceembed.inference.autoselect.resolve_backend` and passes that pair to every worker."""
-    path = Path(path)
+    from faceembed.models.registry import resolve_model
+
+    path = resolve_model(path)  # a built-in or imported model's name works wherever a path does
     if not path.exists():
         raise MissingInputError("model file not found", path)
     if backend not in BACKENDS:

@@ -20,9 +20,14 @@ MODELS: dict[str, str] = {
     "mobilefacenet": "faceembed.models.mobilefacenet:MobileFaceNet",
     "sphere20": "faceembed.models.sphere:sphere20",
     "sphere64": "faceembed.models.sphere:sphere64",
+    "iresnet18": "faceembed.models.iresnet:iresnet18",
+    "iresnet34": "faceembed.models.iresnet:iresnet34",
+    "iresnet50": "faceembed.models.iresnet:iresnet50",
+    "iresnet100": "faceembed.models.iresnet:iresnet100",
     "pfe": "faceembed.models.pfe_head:PFEModel",
     "pfe_head": "faceembed.models.pfe_head:UncertaintyHead",
     "mtcnn": "faceembed.models.mtcnn:MTCNN",
+    "dlib_resnet": "faceembed.models.dlib_resnet:DlibResNet",
 }
 
 

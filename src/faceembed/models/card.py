@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from faceembed.data.templates import TEMPLATE_NAMES
@@ -297,42 +296,3 @@ def card_from_input_spec(spec: InputSpec, arch: str | None = None, embedding_siz
     return ModelCard(spec.input_name, "NHWC", spec.height, spec.width, spec.color, (float(spec.mean),),
                      (float(spec.scale),), _template_for(spec), None, outputs, int(embedding_size), similarity,
                      arch=arch, name=name, source=source)
-
-
-# ---- cards in files (implemented in card_io, which imports onnx / torch only when used) -----------------
-
-def card_to_onnx(model: Any, card: ModelCard) -> None:
-    """Store ``card`` as JSON in ``model.metadata_props["faceembed.card"]`` (replacing an older one)."""
-    from faceembed.models import card_io
-
-    card_io.card_to_onnx(model, card)
-
-
-def card_from_onnx(path_or_model: Any) -> ModelCard | None:
-    """The card in an ONNX model's (or file's) ``faceembed.card`` metadata, or None when it has none."""
-    from faceembed.models import card_io
-
-    return card_io.card_from_onnx(path_or_model)
-
-
-def card_from_export_metadata(model: Any, path: str | Path) -> ModelCard | None:
-    """The card derived from faceembed's export metadata (``faceembed.input``), or None without it."""
-    from faceembed.models import card_io
-
-    return card_io.card_from_export_metadata(model, path)
-
-
-def load_onnx(path: str | Path) -> Any:
-    """``onnx.load`` with faceembed's errors (missing file, not an ONNX model)."""
-    from faceembed.models import card_io
-
-    return card_io.load_onnx(path)
-
-
-def read_card(path: str | Path) -> ModelCard:
-    """The card of a model file: an ONNX file's ``faceembed.card`` metadata, else the card derived from
-    faceembed's export metadata (``faceembed.input``); a faceembed checkpoint's ``extra["card"]``, else the
-    card derived from its input spec. A file without either raises InputFormatError (how to add a card)."""
-    from faceembed.models import card_io
-
-    return card_io.read_card(path)

@@ -1,6 +1,7 @@
 """Model cards in files: ONNX metadata (``faceembed.card``), faceembed's export metadata and checkpoints.
 
-Import these through :mod:`faceembed.models.card` (which re-exports them); kept apart to keep that module small.
+Kept apart from :mod:`faceembed.models.card` (the dataclasses) so that reading a card's JSON needs neither onnx nor
+torch.
 """
 
 from __future__ import annotations
@@ -116,8 +117,11 @@ def _run_checkpoint_for_size(path: Path, spec: InputSpec) -> int:
 def read_card(path: str | Path) -> ModelCard:
     """The card of a model file: an ONNX file's ``faceembed.card`` metadata, else the card derived from
     faceembed's export metadata (``faceembed.input``); a faceembed checkpoint's ``extra["card"]``, else the
-    card derived from its input spec. A file without either raises InputFormatError (how to add a card)."""
-    path = Path(path)
+    card derived from its input spec. A file without either raises InputFormatError (how to add a card).
+    ``path`` may be a model name (:func:`faceembed.models.registry.resolve_model`)."""
+    from faceembed.models.registry import resolve_model
+
+    path = resolve_model(path)
     if not path.is_file():
         raise MissingInputError("model not found", path)
     if path.suffix.lower() == ".onnx":
@@ -132,3 +136,25 @@ def read_card(path: str | Path) -> ModelCard:
         raise
     except FaceembedError as exc:
         raise InputFormatError(f"{NO_CARD_HINT} ({exc.message})", path) from None
+
+
+def write_card(path: str | Path, card: ModelCard) -> None:
+    """Replace the card stored in a model file (an ``.onnx`` file's metadata, a checkpoint's ``extra["card"]``),
+    atomically; the weights are untouched."""
+    from faceembed.files import write_with
+
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        import onnx
+
+        model = load_onnx(path)
+        card_to_onnx(model, card)
+        write_with(path, lambda tmp: onnx.save(model, str(tmp)))
+        return
+    import torch
+
+    from faceembed.models.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(path)
+    payload["extra"] = {**payload.get("extra", {}), "card": card.to_dict()}
+    write_with(path, lambda tmp: torch.save(payload, tmp))

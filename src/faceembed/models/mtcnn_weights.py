@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from faceembed.errors import CheckpointError, MissingInputError
+from faceembed.files import cache_dir
 from faceembed.models.checkpoint import InputSpec, read_checkpoint, save_checkpoint
 from faceembed.models.mtcnn import MTCNN, ONET_SIZE
 
@@ -111,12 +111,6 @@ def convert_mtcnn_weights(out: str | Path, folder: str | Path | None = None) -> 
     save_checkpoint(out, "mtcnn", {}, model, MTCNN_INPUT,
                     extra={"source": "mtcnn PyPI package assets (MIT licence)", "source_sha256": digest.hexdigest()})
     return Path(out)
-
-
-def cache_dir() -> Path:
-    """``$FACEEMBED_CACHE`` or ``~/.cache/faceembed``."""
-    env = os.environ.get("FACEEMBED_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "faceembed"
 
 
 def mtcnn_checkpoint(path: str | Path | None = None) -> Path:

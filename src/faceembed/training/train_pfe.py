@@ -140,7 +140,7 @@ def lfw_features(backbone_ckpt: str | Path, lfw_root: str | Path, landmarks: str
     cross-fold protocol needs: every image of people with >= 2 images, and every pair image; with ``mirror``
     also of their horizontal mirror images (for ``flip_augment``)."""
     from faceembed.data.lfw import fold_people, list_lfw_images, read_landmarks, read_pairs
-    from faceembed.faces.align import align_images_in_memory
+    from faceembed.faces.align_files import align_images_in_memory
 
     backbone_ckpt, lfw_root = Path(backbone_ckpt), Path(lfw_root)
     backbone, spec, _ = load_checkpoint(backbone_ckpt)
@@ -212,13 +212,28 @@ def _reusable_head(path: Path, made_by: dict[str, Any], overwrite: bool) -> bool
                          "use another --out", path)
 
 
+def _claim_out(out_dir: Path, made_by: dict[str, Any], overwrite: bool) -> None:
+    """Claim ``out_dir`` for this training (:func:`faceembed.fingerprint.claim_folder`): a folder of another
+    backbone, landmarks, pairs or config is refused in one line (or emptied with ``overwrite``), so its heads and
+    feature cache never mix with this run's. A folder of an earlier version (heads, no record) whose every head
+    was made from ``made_by`` is adopted."""
+    from faceembed.fingerprint import FORMAT, RECORD, VERSION, claim_folder, read_record
+
+    record = {"command": "train-pfe", **made_by}
+    heads = sorted((out_dir / "heads").glob("fold_*.pt")) if out_dir.is_dir() else []
+    if heads and read_record(out_dir) is None and not overwrite and all(
+            _reusable_head(h, made_by, False) for h in heads):
+        write_json(out_dir / RECORD, {"format": FORMAT, "version": VERSION, "made_by": record})
+    claim_folder(out_dir, record, overwrite)
+
+
 def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmarks: str | Path,
                         out_dir: str | Path, config: PFETrainConfig | None = None,
                         progress: bool = True, workers: int = 2, overwrite: bool = False) -> dict[str, Any]:
     """Train one head per LFW View-2 fold on the people outside that fold; score each fold with its head.
 
     ``lfw_root`` holds ``images/`` and ``pairs.txt``; ``backbone_ckpt`` is a faceembed checkpoint (convert
-    foreign ones with ``faceembed.models.importers.import_checkpoint``). Writes ``out_dir/heads/fold_KK.pt``
+    foreign ones with ``faceembed import``). Writes ``out_dir/heads/fold_KK.pt``
     (arch ``pfe``: backbone + head, with the head's validation calibration in its extra metadata; a fold
     whose file exists and was made from the same backbone, landmarks, pairs and config is reused, not retrained;
     one made otherwise is refused unless ``overwrite``) and ``out_dir/pfe_results.json``: cosine and MLS 10-fold
@@ -235,6 +250,10 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
     arch, bconfig = payload["arch"], payload["config"]
     backbone, spec, _ = load_checkpoint(backbone_ckpt)
     del payload
+    made_by = json.loads(json.dumps({"backbone": file_identity(backbone_ckpt), "landmarks": file_identity(landmarks),
+                                     "pairs": file_identity(Path(lfw_root) / "pairs.txt"),
+                                     "config": dataclasses.asdict(config)}))
+    _claim_out(out_dir, made_by, overwrite)  # before any work: another run's folder is refused or emptied
     feats = lfw_features(backbone_ckpt, lfw_root, landmarks, out_dir / "cache", workers, progress,
                          mirror=config.flip_augment)
     fmaps, mu, pairs, row = feats.fmaps, feats.mu, feats.pairs, feats.row
@@ -247,9 +266,6 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
     fold_info: list[dict[str, Any]] = []
     t_train = time.perf_counter()
     mls, mls_raw = np.zeros(len(pairs)), np.zeros(len(pairs))
-    made_by = json.loads(json.dumps({"backbone": file_identity(backbone_ckpt), "landmarks": file_identity(landmarks),
-                                     "pairs": file_identity(Path(lfw_root) / "pairs.txt"),
-                                     "config": dataclasses.asdict(config)}))
     for k in range(len(feats.people_of_fold)):
         head_path = out_dir / "heads" / f"fold_{k:02d}.pt"
         fit_people, val_people = feats.fold_split(k, config)

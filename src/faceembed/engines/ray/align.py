@@ -1,4 +1,4 @@
-"""``faceembed align --engine ray``: :func:`~faceembed.faces.align.align_one` on Ray Data workers."""
+"""``faceembed align --engine ray``: :func:`~faceembed.faces.align_files.align_one` on Ray Data workers."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from faceembed.engines.ray.session import (
     records_column,
     run_pipeline,
 )
-from faceembed.faces.align import (
+from faceembed.faces.align import SimilarityMethod
+from faceembed.faces.align_files import (
     AlignOptions,
     AlignSummary,
-    SimilarityMethod,
     align_one,
     claim_alignment,
     finish_alignment,
@@ -31,15 +31,17 @@ from faceembed.faces.align import (
 class AlignWorker:
     """One Ray Data worker: aligns and writes the images of each batch it is given."""
 
-    def __init__(self, image_root: str, out_dir: str, size: tuple[int, int], method: SimilarityMethod):
+    def __init__(self, image_root: str, out_dir: str, size: tuple[int, int], method: SimilarityMethod,
+                 template: str | None):
         self.image_root, self.out_dir, self.size, self.method = image_root, out_dir, tuple(size), method
+        self.template = template
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = []
         for rel, lm in zip(rows["rel"], rows["landmarks"], strict=True):
             points = np.asarray(json.loads(str(lm)), dtype=np.float64) if lm else None
             rel, status, reason, kind = align_one(self.image_root, self.out_dir, str(rel), points, self.size,
-                                                  self.method)
+                                                  self.method, self.template)
             records.append({"rel": rel, "status": status, "reason": reason, "kind": kind})
         return records_column(records)
 
@@ -47,8 +49,8 @@ class AlignWorker:
 def align_dataset_ray(image_root: str | Path, landmarks: dict[str, np.ndarray], relpaths: Sequence[str],
                       out_dir: str | Path, workers: int | None = None, address: str | None = None,
                       landmarks_source: dict[str, Any] | None = None, **options: Any) -> AlignSummary:
-    """:func:`~faceembed.faces.align.align_dataset` on Ray Data: same PNGs, ``skipped.txt``, contact sheet and
-    resume; ``options`` are :class:`~faceembed.faces.align.AlignOptions` fields. ``workers``: Ray workers
+    """:func:`~faceembed.faces.align_files.align_dataset` on Ray Data: same PNGs, ``skipped.txt``, contact sheet and
+    resume; ``options`` are :class:`~faceembed.faces.align_files.AlignOptions` fields. ``workers``: Ray workers
     (default one per CPU of the local instance or cluster); ``address``: a cluster to join (default: start a
     local Ray instance unless one is running)."""
     from rich.progress import Progress
@@ -65,7 +67,7 @@ def align_dataset_ray(image_root: str | Path, landmarks: dict[str, np.ndarray], 
         total = ray.cluster_resources().get("CPU", local_cpus())
         n, cpus, _ = plan_workers(total, workers, None)
         kwargs = {"image_root": str(Path(image_root).resolve()), "out_dir": str(out.resolve()), "size": size,
-                  "method": o.method}
+                  "method": o.method, "template": o.template}
         with Progress(disable=not o.progress, transient=True) as bar:
             task = bar.add_task(f"align (ray, {n} workers)", total=len(todo))
             for record in run_pipeline(ray, rows, AlignWorker, kwargs, n, cpus, batch_size=32):

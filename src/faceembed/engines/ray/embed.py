@@ -41,6 +41,7 @@ class EmbedWorker:
         res = embed_images(self.root, rels, self.model, given if self.use_landmarks else None, workers=1,
                            **self.options)
         row = {r: i for i, r in enumerate(res.relpaths)}
+        whole = set(res.whole)
         why = dict(res.failed)
         records = []
         for r in rels:
@@ -48,7 +49,8 @@ class EmbedWorker:
                 i = row[r]
                 records.append({"rel": r, "embedding": res.embeddings[i].tolist(),
                                 "sigma_sq": None if res.sigma_sq is None else res.sigma_sq[i].tolist(),
-                                "landmarks": np.asarray(res.landmarks[r]).tolist()})
+                                "landmarks": np.asarray(res.landmarks[r]).tolist() if r in res.landmarks else None,
+                                "whole": r in whole})
             else:
                 records.append({"rel": r, "error": why.get(r, "not embedded")})
         records.append({"seconds": res.seconds})  # one per chunk: stage times
@@ -92,5 +94,5 @@ def embed_images_ray(root: str | Path | None, relpaths: Sequence[str], model: st
     sig = None
     if ok and got[ok[0]]["sigma_sq"] is not None:
         sig = np.asarray([got[r]["sigma_sq"] for r in ok], dtype=np.float32)
-    marks = {r: np.asarray(got[r]["landmarks"], dtype=np.float64) for r in ok}
-    return EmbedResult(ok, emb, sig, failed, seconds, marks)
+    marks = {r: np.asarray(got[r]["landmarks"], dtype=np.float64) for r in ok if got[r]["landmarks"] is not None}
+    return EmbedResult(ok, emb, sig, failed, seconds, marks, [r for r in ok if got[r]["whole"]])

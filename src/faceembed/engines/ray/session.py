@@ -3,7 +3,7 @@ outputs, byte for byte.
 
 The driver lists the inputs, skips those already complete (resume), and streams the rest through
 ``map_batches`` with a callable class: each worker loads the model once (:func:`load_backend`) and runs every
-file through the same :class:`~faceembed.batch.infer.FileRunner` (align: :func:`~faceembed.faces.align.align_one`)
+file through the same :class:`~faceembed.batch.infer.FileRunner` (align: :func:`~faceembed.faces.align_files.align_one`)
 as the local engine, writing its outputs itself with the same names and atomic writes. Workers send back only
 small per-file records; the driver counts them, raises the first failure (``on_error="stop"``) or lists it in
 ``skipped.txt``, and writes the same reports. On a cluster the input and output folders must be on storage

@@ -1,0 +1,140 @@
+"""The Python API's face pipeline: photos (files or arrays) -> faces (box, score, landmarks, embedding,
+uncertainty) -> 1:1 decisions at a false-accept rate. ``FaceAnalyzer(model)`` runs MTCNN (or no detector) and
+aligns each face onto the model card's template; ``compare`` takes its threshold from the card."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceembed.errors import FaceembedError, NoFaceError, NoThresholdsError, ShapeMismatchError
+from faceembed.faces.embed import FaceModel
+
+ImageLike = str | Path | np.ndarray
+
+
+@dataclass
+class Face:
+    """One face of a photo: ``box`` (x1, y1, x2, y2), detector ``score``, ``landmarks`` (5, 2) as (x, y),
+    ``embedding`` (unit length), and for PFE models ``sigma_sq`` (per-dimension variance)."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    embedding: np.ndarray
+    sigma_sq: np.ndarray | None = None
+
+    @property
+    def area(self) -> float:
+        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
+
+
+@dataclass
+class Match:
+    """A 1:1 decision: cosine ``score``, the ``threshold`` used (at false-accept rate ``far``), ``same``; ``notes``
+    say when a photo held several faces (the largest was used)."""
+
+    score: float
+    threshold: float
+    far: float
+    same: bool
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": round(self.score, 6), "threshold": self.threshold, "far": self.far, "same": self.same,
+                "decision": "same" if self.same else "different", "notes": self.notes}
+
+
+def load_rgb(image: ImageLike) -> np.ndarray:
+    """A photo as uint8 ``HxWx3`` RGB: a file (any format, see :func:`faceembed.data.images.read_image`) or an
+    array (``HxW`` grey, ``HxWx3`` RGB, ``HxWx4`` RGBA; uint8)."""
+    from faceembed.data.images import read_image
+
+    if isinstance(image, str | Path):
+        return read_image(image, "RGB")
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        raise ShapeMismatchError(f"image arrays must be uint8, got {a.dtype}")
+    if a.ndim == 2:
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim == 3 and a.shape[2] in (3, 4) and min(a.shape[:2]) > 0:
+        return np.ascontiguousarray(a[:, :, :3])
+    raise ShapeMismatchError(f"image arrays must be HxW, HxWx3 (RGB) or HxWx4, got shape {list(a.shape)}")
+
+
+class FaceAnalyzer:
+    """Faces and their embeddings in photos, for one face model (a path, a built-in or an imported name, or a
+    loaded :class:`FaceModel`). ``detector="none"``: every photo is already a face crop."""
+
+    def __init__(self, model: str | Path | FaceModel = "dlib-resnet", detector: str = "mtcnn",
+                 min_face_size: float = 40.0, detector_backend: str = "ort", threads: int | None = None):
+        if detector not in ("mtcnn", "none"):
+            raise FaceembedError(f"detector must be 'mtcnn' or 'none', not {detector!r}")
+        self.model = model if isinstance(model, FaceModel) else FaceModel.load(model, threads=threads)
+        self.detector, self.min_face_size, self.detector_backend = detector, min_face_size, detector_backend
+        self._mtcnn = None
+
+    @property
+    def card(self):
+        return self.model.card
+
+    def _detect(self, rgb: np.ndarray) -> list:
+        from faceembed.faces.detect import DetectorConfig, MTCNNDetector
+        from faceembed.faces.detect import Face as Detection
+
+        if self.detector == "none":
+            h, w = rgb.shape[:2]
+            from faceembed.faces.align import whole_image_landmarks
+
+            return [Detection(np.array([0, 0, w - 1, h - 1], np.float32), 1.0, whole_image_landmarks(h, w))]
+        if self._mtcnn is None:
+            self._mtcnn = MTCNNDetector(config=DetectorConfig(min_face_size=self.min_face_size),
+                                        backend=self.detector_backend)
+        return self._mtcnn.detect(rgb)
+
+    def faces(self, image: ImageLike) -> list[Face]:
+        """Every face in ``image``, largest first (an empty list when there is none)."""
+        from faceembed.faces.align import align_face
+
+        rgb = load_rgb(image)
+        found = sorted(self._detect(rgb), key=lambda f: -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+        if not found:
+            return []
+        c = self.card
+        crops = np.stack([align_face(rgb, f.landmarks, (c.height, c.width), template=c.template) for f in found])
+        emb, sig = self.model.embed(crops)
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return [Face(np.asarray(f.box, np.float32)[:4], float(f.score), np.asarray(f.landmarks, np.float32),
+                     emb[i], None if sig is None else sig[i]) for i, f in enumerate(found)]
+
+    def face(self, image: ImageLike, name: str = "photo") -> tuple[Face, list[str]]:
+        """The largest face of ``image`` and notes (several faces); no face is a :class:`NoFaceError`."""
+        faces = self.faces(image)
+        where = str(image) if isinstance(image, str | Path) else name
+        if not faces:
+            raise NoFaceError("no face found in this photo", where)
+        notes = [f"{where}: {len(faces)} faces, used the largest"] if len(faces) > 1 else []
+        return faces[0], notes
+
+    def threshold(self, far: float = 1e-3) -> float:
+        """The card's calibrated cosine threshold at false-accept rate ``far``."""
+        t = self.card.thresholds
+        if t is None:
+            raise NoThresholdsError(f"model {self.card.name or self.model.path.name!r} has no calibrated thresholds: "
+                                    "run 'faceembed calibrate --model MODEL' first", self.model.path)
+        key = next((k for k in t.far if float(k) == float(far)), None)
+        if key is None:
+            raise NoThresholdsError(f"no threshold at FAR {far:g} in the model card (it has {', '.join(t.far)})",
+                                    self.model.path)
+        return float(t.far[key])
+
+    def compare(self, a: ImageLike, b: ImageLike, far: float = 1e-3) -> Match:
+        """Are the largest faces of ``a`` and ``b`` the same person? Cosine similarity against the card's
+        threshold at false-accept rate ``far``."""
+        threshold = self.threshold(far)
+        (fa, na), (fb, nb) = self.face(a, "first photo"), self.face(b, "second photo")
+        score = float(np.dot(fa.embedding, fb.embedding))
+        return Match(score, threshold, far, score >= threshold, na + nb)

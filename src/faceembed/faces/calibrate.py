@@ -1,0 +1,52 @@
+"""``faceembed calibrate``: a model's similarity thresholds at false-accept rates, measured on LFW's View 2
+images (every genuine and impostor pair among the images of ``pairs.txt``) and written into its card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceembed.evaluation.thresholds import FARS, all_pair_scores, measure_thresholds
+
+
+def calibrate_model(model: str | Path, lfw_root: str | Path, pairs: str | Path | None = None,
+                    landmarks: str | Path | None = None, fars: tuple[float, ...] = FARS, write: bool = True,
+                    workers: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Embed the images of ``pairs`` (aligned from ``landmarks`` onto the model card's template), measure the
+    cosine threshold at each FAR over every genuine and impostor pair among them and the accuracy-optimal one
+    over the pairs file's own pairs, and (``write``) store them in the model's card. Returns the measurement."""
+    from faceembed.data.lfw import pair_images, read_landmarks, read_pairs
+    from faceembed.evaluation.verification import ten_fold_accuracy
+    from faceembed.faces.align_files import align_images_in_memory
+    from faceembed.faces.embed import FaceModel
+    from faceembed.models.card import Thresholds
+    from faceembed.models.card_io import write_card
+
+    root = Path(lfw_root)
+    pairs_file = Path(pairs) if pairs else root / "pairs.txt"
+    marks_file = Path(landmarks) if landmarks else root / "lfw_landmark.txt"
+    pair_list = read_pairs(pairs_file)
+    names = pair_images(pair_list)
+    fm = FaceModel.load(model)
+    c = fm.card
+    faces = align_images_in_memory(root / "images", read_landmarks(marks_file), names, size=(c.height, c.width),
+                                   workers=workers, progress=progress, template=c.template)
+    emb, _ = fm.embed(faces)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    genuine, impostor = all_pair_scores(emb, [n.split("/")[0] for n in names])
+    row = {n: i for i, n in enumerate(names)}
+    scores = np.array([float(emb[row[p.relpath1]] @ emb[row[p.relpath2]]) for p in pair_list])
+    same = np.array([p.same for p in pair_list])
+    m = measure_thresholds(genuine, impostor, fars, scores, same)
+    m["ten_fold_accuracy"] = ten_fold_accuracy(scores, same, np.array([p.fold for p in pair_list]))["mean"]
+    protocol = (f"cosine; {len(names)} images of {pairs_file.name} aligned from {marks_file.name} onto the "
+                f"'{c.template}' template; FAR over all {m['impostor_pairs']} impostor pairs among them "
+                f"({m['genuine_pairs']} genuine); best_accuracy over the file's {len(pair_list)} pairs")
+    thresholds = Thresholds("cosine", f"LFW ({pairs_file.name})", protocol,
+                            {k: v["threshold"] for k, v in m["at_far"].items()},
+                            m["best_accuracy"]["threshold"], m["best_accuracy"]["accuracy"])
+    if write:
+        write_card(fm.path, c.replace(thresholds=thresholds))
+    return {"model": str(fm.path), "thresholds": thresholds.__dict__, **m}
