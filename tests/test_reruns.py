@@ -192,7 +192,6 @@ def test_train_pfe_cli_refuses_other_backbone(tiny_lfw, tmp_path):  # noqa: F811
 
 # ---- bench --------------------------------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_bench_work_folder_other_weights_refused_overwrite_redoes_same_resumes(tmp_path, monkeypatch):
     from faceembed.bench.models import prepare_model
     from faceembed.models import build
@@ -303,6 +302,7 @@ def _detect(images, out, env, *extra):
             "--no-progress", *extra], {**os.environ, **env}
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @needs_lfw
 @needs_mtcnn
@@ -329,6 +329,7 @@ def test_killed_detect_resumes_to_identical_landmarks(tmp_path, cache_env):
     assert summary["images"] == 320
 
 
+@pytest.mark.slow  # converts the MTCNN weights into a fresh cache first (~30 s)
 @pytest.mark.realdata
 @needs_lfw
 @needs_mtcnn
@@ -349,3 +350,24 @@ def test_detect_rerun_other_settings_refused_while_parts_exist(tmp_path, cache_e
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert not parts.exists() and json.loads(proc.stdout)["detected"] == 4
+
+
+# ---- enroll: a gallery rewritten never keeps the skip list of an earlier enrollment --------------------------
+
+def test_enroll_rerun_drops_stale_skip_list(tiny_lfw, tmp_path):  # noqa: F811
+    import shutil
+
+    from faceembed.faces.people import enroll_folder
+
+    root, backbone = tiny_lfw
+    people = tmp_path / "people"
+    for person in ("P00", "P01"):
+        shutil.copytree(root / "images" / person, people / person)
+    (people / "P00" / "download.jpg").write_bytes(b"<html><body>sign in</body></html>")
+    out = tmp_path / "gallery.npz"
+    first = enroll_folder(people, backbone, out, workers=1, detector="none")
+    assert first["failed"] == 1 and (tmp_path / "gallery.skipped.txt").is_file()
+    (people / "P00" / "download.jpg").unlink()
+    again = enroll_folder(people, backbone, out, workers=1, detector="none")
+    assert again["failed"] == 0 and again["images"] == 6
+    assert not (tmp_path / "gallery.skipped.txt").exists(), "no stale skip list beside the new gallery"

@@ -12,12 +12,23 @@ both call them, so the two write byte-identical outputs.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from faceembed.batch.infer_report import (
+    OUTPUTS,
+    SKIPPED,
+    STAGES,
+    SUMMARY,
+    FileResult,
+    InferSummary,
+    finish_summary,
+    item_shapes,
+    output_roles,
+)
 from faceembed.data.tensorfiles import (
     list_input_files,
     output_name,
@@ -31,69 +42,6 @@ from faceembed.data.tensorfiles import (
 from faceembed.errors import FaceembedError, MissingInputError, NonFiniteError, ShapeMismatchError
 from faceembed.files import remove_stale_temps, write_json, write_text
 from faceembed.inference.backends import Backend, load_backend
-
-SUMMARY = "infer_summary.json"
-OUTPUTS = "outputs.json"
-SKIPPED = "skipped.txt"
-STAGES = ("read", "model", "write")
-
-
-@dataclass
-class InferSummary:
-    """What ``infer`` did and how fast (latencies in milliseconds, excluding warm-up).
-
-    ``stage_seconds`` sums, over all workers, the time spent reading inputs, in model calls (warm-up
-    included) and writing outputs; ``wall_seconds`` is the whole run (with model loading and, for the Ray
-    engine, Ray's start-up) and ``wall_images_per_s`` the images of this run over it.
-    """
-
-    model: str
-    backend: str
-    precision: str
-    files_done: int = 0
-    files_skipped: int = 0
-    files_failed: int = 0
-    images: int = 0
-    calls: int = 0
-    latency_ms_per_batch: dict[str, float] = field(default_factory=dict)
-    latency_ms_per_image: float | None = None
-    throughput_images_per_s: float | None = None
-    failed: list[str] = field(default_factory=list)
-    engine: str = "local"
-    workers: int = 1
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    wall_seconds: float | None = None
-    wall_images_per_s: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class FileResult:
-    """One input file done: its item count, output shapes, timed model calls and stage times (seconds)."""
-
-    input: str
-    count: int
-    shapes: list[list[int]]
-    times_ms: list[float]
-    read_s: float
-    model_s: float
-    write_s: float
-
-
-def latency_stats(times_ms: list[float]) -> dict[str, float]:
-    """Mean, median, p90 and p99 of per-call latencies."""
-    if not times_ms:
-        return {}
-    t = np.asarray(times_ms, dtype=np.float64)
-    return {
-        "mean": float(t.mean()),
-        "median": float(np.median(t)),
-        "p90": float(np.percentile(t, 90)),
-        "p99": float(np.percentile(t, 99)),
-        "count": int(t.size),
-    }
 
 
 def read_input_file(path: Path, item_shape: tuple[int, ...], manifest: dict | None) -> np.ndarray:
@@ -238,14 +186,14 @@ class InferRecorder:
     def write(self, model: str | Path, loop: int, wall_seconds: float) -> InferSummary:
         """Finish the statistics and write ``skipped.txt``, ``outputs.json`` and ``infer_summary.json``."""
         s, be, out_dir = self.summary, self.runner.backend, self.runner.out_dir
-        _finish_summary(s, self.times, loop)
+        finish_summary(s, self.times, loop)
         s.failed.sort(key=lambda line: self._order.get(line.split("\t", 1)[0], -1))
         s.stage_seconds = {k: round(v, 3) for k, v in s.stage_seconds.items()}
         s.wall_seconds = round(wall_seconds, 3)
         s.wall_images_per_s = s.images / wall_seconds if wall_seconds > 0 and s.images else None
         if s.failed:
             write_text(out_dir / SKIPPED, "".join(line + "\n" for line in s.failed))
-        roles = _output_roles(model)
+        roles = output_roles(model)
         write_json(
             out_dir / OUTPUTS,
             {
@@ -256,7 +204,7 @@ class InferRecorder:
                 "outputs": [
                     {"index": k, "name": n, "dtype": "float32", "item_shape": list(sh) if sh else None,
                      "role": roles.get(n)}
-                    for k, (n, sh) in enumerate(zip(be.output_names, _item_shapes(be), strict=True))
+                    for k, (n, sh) in enumerate(zip(be.output_names, item_shapes(be), strict=True))
                 ],
                 "files": [self._records[i] for i in sorted(self._records)],
             },
@@ -378,27 +326,3 @@ def infer_files(model: str | Path, inputs: str | Path, output_dir: str | Path, b
                     raise
                 rec.failed(path.name, exc.one_line())
     return rec.write(model, o.loop, time.perf_counter() - t_start)
-
-
-def _output_roles(model: str | Path) -> dict[str, str]:
-    """Output name -> role (embedding, mu, sigma_sq, logits, ...) from the model's card; {} without one."""
-    from faceembed.models.card_io import read_card
-
-    try:
-        return {o.name: o.role for o in read_card(model).outputs}
-    except FaceembedError:
-        return {}
-
-
-def _item_shapes(be: Backend) -> list:
-    return list(getattr(be, "output_item_shapes", [None] * len(be.output_names)))
-
-
-def _finish_summary(summary: InferSummary, times: list[float], loop: int) -> None:
-    """Per-call statistics, and per-image latency / throughput over every timed image (``loop`` runs each)."""
-    summary.calls = len(times)
-    summary.latency_ms_per_batch = latency_stats(times)
-    timed_images = summary.images * loop
-    if times and timed_images:
-        summary.latency_ms_per_image = sum(times) / timed_images
-        summary.throughput_images_per_s = 1e3 / summary.latency_ms_per_image

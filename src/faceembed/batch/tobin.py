@@ -182,7 +182,8 @@ def _card_of(model: str | Path | None) -> tuple[ModelCard, dict]:
     from faceembed.fingerprint import file_identity
     from faceembed.models.card_io import read_card
 
-    return read_card(model), {"card": read_card(model).to_dict(), "model": file_identity(model)}
+    card = read_card(model)
+    return card, {"card": card.to_dict(), "model": file_identity(model)}
 
 
 def _describe(card: ModelCard, aligned_with: str) -> str:

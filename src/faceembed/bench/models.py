@@ -169,8 +169,14 @@ def _quantize(fp32: Path, calib: np.ndarray, int8: Path, int8_full: Path, scheme
 
 
 def is_model_file(name: str) -> bool:
-    """Whether a ``--models`` entry names a model file (not a built-in bench model)."""
-    return name not in BENCH_MODELS and Path(name).suffix.lower() in (".onnx", ".pt", ".pth", ".ckpt")
+    """Whether a ``--models`` entry names a model file or a built-in / imported model (``dlib-resnet``), not one
+    of bench's own models."""
+    from faceembed.models.registry import BUILTIN, imported_models
+
+    if name in BENCH_MODELS:
+        return False
+    return Path(name).suffix.lower() in (".onnx", ".pt", ".pth", ".ckpt") or name in BUILTIN or \
+        name in {p.stem for p in imported_models()}
 
 
 def card_inputs(card: Any, data: Path | None, n: int) -> np.ndarray:
@@ -211,8 +217,9 @@ def prepare_file(path: str | Path, work_dir: str | Path, data: str | Path | None
     from faceembed.files import file_sha256
     from faceembed.fingerprint import claim_folder, file_identity
     from faceembed.models.card_io import read_card
+    from faceembed.models.registry import resolve_model
 
-    path, data = Path(path), Path(data) if data else None
+    path, data = resolve_model(path), Path(data) if data else None
     if not path.is_file():
         raise MissingInputError("model file to bench not found", path)
     card = read_card(path)

@@ -91,7 +91,21 @@ class _DefaultOpenVino(OpenVinoBackend):
         self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(name, name)
 
 
+#: dlib's own runtime: a peer-default row for the dlib ResNet (what face_recognition users run).
+DLIB_PEER = ("dlib", "fp32", "dlib's own runtime (peer default; dlib-bin)", True)
+
+
+def _configs_for(model: BenchModel, configs: list[tuple[str, str, str, bool]]) -> list[tuple[str, str, str, bool]]:
+    """The configurations run for ``model``: the selected ones, and dlib's runtime for the dlib ResNet."""
+    arch = getattr(getattr(model, "card", None), "arch", None)
+    return configs + [DLIB_PEER] if arch == "dlib_resnet" else configs
+
+
 def _open(model: BenchModel, backend: str, precision: str, peer: bool, threads: int, config: str = ""):
+    if backend == "dlib":
+        from faceembed.bench.peers import DlibPeer
+
+        return DlibPeer(threads)
     if backend == "torch":
         if model.checkpoint is None:
             raise FaceembedError("the torch backend runs faceembed checkpoints; this model file is ONNX")
@@ -185,7 +199,7 @@ def run_bench(options: BenchOptions, json_path: str | Path | None = None, plot_p
 
                 report.setdefault("ort_ablation", {})[name] = ort_ablation(
                     model.onnx_fp32, model.inputs, options.threads, options.batches, options.min_seconds)
-            for backend, precision, config, peer in configs:
+            for backend, precision, config, peer in _configs_for(model, configs):
                 bar.advance(task)
                 try:
                     be = _open(model, backend, precision, peer, options.threads, config)
@@ -193,7 +207,7 @@ def run_bench(options: BenchOptions, json_path: str | Path | None = None, plot_p
                     report.setdefault("skipped", []).append(f"{name} {backend} {config}: {exc}")
                     continue
                 check = accuracy_check(be.run(model.inputs), reference, model.is_classifier)
-                if task_ref is not None:
+                if task_ref is not None and backend != "dlib":  # dlib computes the converted model's numbers (6e-7)
                     numeric = (backend, be.precision, precision == "int8")  # peers compute the same numbers
                     if numeric not in task_results:
                         task_results[numeric] = compare_to_fp32(task_data.evaluate(be), task_ref, be.precision)

@@ -1,4 +1,4 @@
-"""Face commands: import a backbone, align, verify, train PFE heads."""
+"""Face commands: align, verify (with uncertainty rejection), train PFE heads."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from faceembed.cli._app import Address, Engine, NumWorkers, Overwrite, Progress, app, parse_size, print_json
+from faceembed.errors import FaceembedError
 
 PANEL = "Faces: LFW and PFE"
 
@@ -71,13 +72,28 @@ def verify(
     mean_subtract: Annotated[bool, typer.Option(help="Per-fold mean subtraction (mean of the 9 others).")] = False,
     roc_plot: Annotated[Path | None, typer.Option("--plot", help="ROC curve PNG.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+    reject: Annotated[str | None, typer.Option(help="PFE models: comma-separated fractions of pairs to reject "
+                                                    "(e.g. 0,0.01,0.05,0.1,0.2): the most uncertain ones, against "
+                                                    "rejecting at random and by detector score.")] = None,
+    detections: Annotated[Path | None, typer.Option(help="With --reject: 'faceembed detect' OUT.json, for the "
+                                                         "detector-score curve.")] = None,
+    reject_plot: Annotated[Path | None, typer.Option(help="With --reject: the curves as a PNG.")] = None,
 ) -> None:
     """10-fold verification accuracy (threshold from the other 9 folds), ROC, AUC, EER, TAR at FAR."""
     from faceembed.batch.verify import verify_files
 
-    result = verify_files(pairs, features, metric, flip_features, flip_mode, mean_subtract, roc_plot, json_out)
+    fractions = None
+    if reject is not None:
+        try:
+            fractions = [float(v) for v in reject.split(",")]
+        except ValueError:
+            raise FaceembedError(f"--reject takes comma-separated fractions (e.g. 0,0.1), not {reject!r}") from None
+    result = verify_files(pairs, features, metric, flip_features, flip_mode, mean_subtract, roc_plot, json_out,
+                          fractions, detections, reject_plot)
     typer.echo(f"{metric} accuracy {result['accuracy']:.4f} +- {result['accuracy_std']:.4f} "
                f"on {result['pairs']} pairs; AUC {result['auc']:.4f}, EER {result['eer']:.4f}")
+    for method, rows in result.get("rejection", {}).get("curves", {}).items():
+        typer.echo(f"  reject by {method}: " + ", ".join(f"{r['fraction']:g} -> {r['accuracy']:.4f}" for r in rows))
 
 
 @app.command("train-pfe", rich_help_panel=PANEL)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from faceembed.cli._app import Detector, Progress, app, print_json
+from faceembed.cli._app import Detector, Progress, app, check_choices, print_json
 from faceembed.errors import FaceembedError
 
 PANEL = "Models: import, cards"
@@ -42,6 +42,18 @@ def import_(
     """Bring a face model in: read what the graph says, take the rest from the flags, run it once to prove the
     card, and write OUT with its model card (a missing fact is one error naming the flag)."""
     from faceembed.convert import import_model
+    from faceembed.convert.onnx_model import parse_size
+    from faceembed.data.templates import TEMPLATE_NAMES
+    from faceembed.models import MODELS
+
+    check_choices(("layout", layout, ("NCHW", "NHWC")), ("color", color, ("RGB", "BGR", "GRAY")),
+                  ("template", template, TEMPLATE_NAMES), ("arch", arch if source.suffix.lower() not in
+                                                           (".onnx", ".pb") else None, tuple(MODELS)))
+    if size is not None:
+        try:
+            parse_size(size)
+        except FaceembedError:
+            raise FaceembedError(f"--size must look like 112x96 (height x width), not {size!r}") from None
 
     print_json(import_model(source, out, arch=arch, trust_pickle=trust_pickle, inputs=inputs, outputs=outputs,
                             layout=layout, color=color, mean=mean, std=std, template=template, size=size,
@@ -109,6 +121,9 @@ def compare(
     from faceembed.faces.analyzer import FaceAnalyzer
     from faceembed.files import write_json
 
+    check_choices(("detector", detector, ("mtcnn", "none")))
+    if not 0 < far < 1:
+        raise FaceembedError(f"--far must be a rate between 0 and 1 (e.g. 1e-3), not {far}")
     analyzer = FaceAnalyzer(model, detector=detector)
     match = analyzer.compare(first, second, far)
     for note in match.notes:

@@ -86,7 +86,8 @@ def detect(
 @app.command(rich_help_panel=PANEL)
 def enroll(
     images: Annotated[Path, typer.Option(help="One folder per person: DIR/Name/photo.jpg.")],
-    model: Annotated[Path, typer.Option(help="Face model: faceembed checkpoint (.pt) or exported .onnx.")],
+    model: Annotated[Path, typer.Option(help="Face model: a file with a model card (.onnx, .pt), or a name "
+                                              "(dlib-resnet, or one imported with faceembed import).")],
     out: Annotated[Path, typer.Option(help="Gallery file (.npz) to write.")],
     landmarks: Annotated[Path | None, typer.Option(help="Landmark file (default: detect with MTCNN).")] = None,
     keep: Keep = "largest",
@@ -143,7 +144,8 @@ def identify(
 @app.command("evaluate-identification", rich_help_panel=PANEL)
 def evaluate_identification(
     images: Annotated[Path, typer.Argument(help="One folder per person (e.g. LFW images/).")],
-    model: Annotated[Path, typer.Option(help="Face model: faceembed checkpoint (.pt) or exported .onnx.")],
+    model: Annotated[Path, typer.Option(help="Face model: a file with a model card (.onnx, .pt), or a name "
+                                              "(dlib-resnet, or one imported with faceembed import).")],
     min_images: Annotated[int, typer.Option(help="Use people with at least this many images.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the gallery/probe split and of the impostor people.")] = 0,
     gallery_fraction: Annotated[float, typer.Option(help="Share of each person's images enrolled.")] = 0.5,

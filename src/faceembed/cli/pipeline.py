@@ -48,9 +48,8 @@ def train(
     """Train a SphereFace-style network with A-Softmax (or another margin loss) on MNIST."""
     from dataclasses import replace
 
-    from faceembed.training.train import TrainConfig, train_mnist
-
     from faceembed.losses import LOSSES
+    from faceembed.training.train import TrainConfig, train_mnist
 
     if dataset != "mnist":
         raise FaceembedError(f"unknown dataset {dataset!r}; 'mnist' is supported")
@@ -117,19 +116,21 @@ def quantize(
     calibrate: Annotated[Path, typer.Option(help="Real inputs: a tensor folder ('tobin') or .npy (NHWC).")],
     out: Annotated[Path, typer.Option(help="int8 ONNX model to write.")],
     max_images: Annotated[int, typer.Option(help="Calibration images.")] = 256,
-    method: Annotated[str, typer.Option(help="minmax | percentile | entropy")] = "minmax",
+    method: Annotated[str, typer.Option(
+        help="ONNX Runtime calibration: minmax | percentile | entropy; or nncf: NNCF places and calibrates the "
+             "quantizers, with its accuracy control aiming at --min-cosine (--scheme does not apply).")] = "minmax",
     scheme: Annotated[str, typer.Option(
         help="residual-float: int8 convolutions / matmuls, float residual paths (accurate; fast on OpenVINO) | "
              "full: every op int8 (fastest on ONNX Runtime).")] = "residual-float",
     min_cosine: Annotated[float, typer.Option(
-        help="residual-float: keep the costliest layers in float until the output cosine to fp32 on held-out "
-             "calibration images reaches this (0: no search).")] = 0.9995,
+        help="residual-float / nncf: keep the costliest layers in float until the output cosine to fp32 on "
+             "held-out calibration images reaches this (0: no search).")] = 0.9995,
     progress: Progress = True,
 ) -> None:
     """Static int8 quantization (QDQ, per-channel weights) calibrated on real images."""
     from faceembed.export.quantize import METHODS, SCHEMES, quantize_model
 
-    check_choices(("method", method, tuple(METHODS)), ("scheme", scheme, tuple(SCHEMES)))
+    check_choices(("method", method, (*METHODS, "nncf")), ("scheme", scheme, tuple(SCHEMES)))
     report = quantize_model(model, calibrate, out, max_images, method, scheme=scheme, min_cosine=min_cosine or None,
                             progress=progress)
     report.pop("agreement_json", None)
@@ -165,8 +166,10 @@ def bench(
 
     names = [t.strip() for t in models.split(",") if t.strip()]
     files = [n for n in names if is_model_file(n)]
+    from faceembed.models.registry import is_model_name
+
     for f in files:
-        if not Path(f).is_file():
+        if not is_model_name(f) and not Path(f).is_file():  # names (dlib-resnet) resolve when prepared
             raise FaceembedError(f"--models: model file {f!r} not found")
     if len(files) < len(names) or not names:  # one clear error for an unknown built-in name
         split_choices("models", ",".join(n for n in names if n not in files), BENCH_MODELS)

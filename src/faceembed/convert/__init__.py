@@ -28,10 +28,17 @@ def source_kind(src: Path) -> str:
 def import_model(src: str | Path, dst: str | Path, *, arch: str | None = None, trust_pickle: bool = False,
                  inputs: str | None = None, outputs: str | None = None, **card_flags: Any) -> dict[str, Any]:
     """``faceembed import``: bring ``src`` (ONNX, TensorFlow frozen graph / SavedModel, PyTorch state dict of a
-    known ``arch``) into faceembed as ``dst`` with its model card. Returns ``{"kind", "destination", "card"}``
-    (and the state dict's summary for PyTorch)."""
+    known ``arch``) into faceembed as ``dst`` with its model card; a bare name (no folder, no suffix) puts it in
+    the cache, usable by that name. Returns ``{"kind", "destination", "card"}`` (and the state dict's summary
+    for PyTorch)."""
+    from faceembed.models.registry import BUILTIN, is_model_name, models_dir
+
     src, dst = Path(src), Path(dst)
     kind = source_kind(src)
+    if is_model_name(dst):  # a bare name: the model goes into the cache, usable by name from then on
+        if str(dst) in BUILTIN:
+            raise FaceembedError(f"{str(dst)!r} is a built-in model's name; choose another --out")
+        dst = models_dir() / f"{dst}{'.pt' if kind == 'torch' else '.onnx'}"
     given = {k: v for k, v in card_flags.items() if v is not None}
     if kind == "torch":
         wrong = [f"--{k}" for k in (*given, *(["inputs"] if inputs else []), *(["outputs"] if outputs else []))]

@@ -90,7 +90,11 @@ def export_checkpoint(
     parity_input: str | Path | None = None,
     opset: int = 17,
 ) -> ParityReport:
-    """``faceembed export``: export with a parity check on real inputs (given, or the model's default)."""
+    """``faceembed export``: export with a parity check on real inputs (given, or the model's default);
+    ``checkpoint`` may be a model name (``dlib-resnet``)."""
+    from faceembed.models.registry import resolve_model
+
+    checkpoint = resolve_model(checkpoint)
     spec = InputSpec.from_dict(read_checkpoint(checkpoint)["input"])
     if parity_input is not None:
         inputs = load_tensor_input(parity_input, spec.nhwc)

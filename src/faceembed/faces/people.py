@@ -66,8 +66,11 @@ def enroll_folder(images: str | Path, model: str | Path, out: str | Path, landma
     gal = build_gallery(res.embeddings, [label[r] for r in res.relpaths], res.sigma_sq,
                         meta={"model": str(model), "images": str(images), "enrolled_images": len(res.relpaths)})
     save_gallery(out, gal)
+    skipped = out.with_name(out.stem + ".skipped.txt")
     if res.failed:
-        write_text(out.with_name(out.stem + ".skipped.txt"), "".join(f"{r}\t{w}\n" for r, w in res.failed))
+        write_text(skipped, "".join(f"{r}\t{w}\n" for r, w in res.failed))
+    elif skipped.exists():  # an earlier enrollment's list: this gallery left nothing out
+        skipped.unlink()
     return {"people": len(gal), "images": len(res.relpaths), "used_whole": len(res.whole), "failed": len(res.failed),
             "dim": int(gal.templates.shape[1]), "pfe_fusion": gal.sigma_sq is not None, "gallery": str(out),
             "seconds": {k: round(v, 2) for k, v in res.seconds.items()}, "skipped": res.failed}
@@ -85,8 +88,13 @@ def identify_photos(gallery: str | Path, images: Sequence[str | Path], model: st
     if method not in ("auto", "numpy", "faiss"):
         raise FaceembedError(f"--method must be one of auto, numpy, faiss, not {method!r}")
     gal = load_gallery(gallery)
-    model = Path(model) if model is not None else Path(gal.meta.get("model", ""))
-    if not str(model) or not model.is_file():
+    from faceembed.models.registry import resolve_model
+
+    model = Path(model) if model is not None else Path(gal.meta.get("model") or "")
+    if not str(model):
+        raise MissingInputError("the gallery does not name its model: give --model")
+    model = resolve_model(model)  # a built-in or imported name works too
+    if not model.is_file():
         raise MissingInputError("face model not found (give --model)", model)
     root, rels = expand_images(images)
     res = LOCAL.embed(root, rels, model, None, workers, **{"on_error": "skip", **options})
@@ -94,7 +102,7 @@ def identify_photos(gallery: str | Path, images: Sequence[str | Path], model: st
     rows = {r: [{"name": n, "score": round(s, 4)} for n, s in hits]
             for r, hits in zip(res.relpaths, answers, strict=True)}
     result = {"gallery": str(gallery), "threshold": threshold, "answers": rows,
-              "failed": [{"image": r, "reason": w} for r, w in res.failed]}
+              "failed": [{"image": r, "reason": w} for r, w in res.failed], "used_whole": len(res.whole)}
     if json_out:
         write_json(json_out, result)
     return result

@@ -23,19 +23,31 @@ from torch import nn
 
 from faceembed.errors import FaceembedError
 from faceembed.files import file_sha256, write_json, write_with
+from faceembed.models.card import ModelCard
 from faceembed.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from faceembed.models.pfe_head import PFEModel
 from faceembed.training.pfe_fit import PFETrainConfig, head_sigma_sq, make_validation_pairs, train_head
 
 
-def _normalise_nchw(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    return (x - 127.5) / 128.0
+def _backbone_input(images: np.ndarray, card: ModelCard | None) -> torch.Tensor:
+    """Aligned uint8 RGB faces as the backbone module's NCHW input, preprocessed as the backbone's card says."""
+    from faceembed.data.preprocess import preprocess
+
+    card = card or _default_card()
+    x = torch.from_numpy(preprocess(np.ascontiguousarray(images), card))
+    return x.permute(0, 3, 1, 2) if card.layout == "NHWC" else x
+
+
+def _default_card() -> ModelCard:
+    from faceembed.batch.tobin import default_face_card
+
+    return default_face_card()
 
 
 def extract_feature_maps(backbone: nn.Module, images: np.ndarray, batch_size: int = 64,
-                         progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 NHWC [N,112,96,3] -> (feature maps float16 [N, C*H*W], mu float32 [N, D] L2-normalised)."""
+                         progress: bool = True, card: ModelCard | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned uint8 NHWC faces -> (feature maps float16 [N, C*H*W], mu float32 [N, D] L2-normalised), the faces
+    preprocessed per the backbone's ``card`` (default: 112x96 ``(x - 127.5) / 128``)."""
     backbone.eval()
     n = len(images)
     fmaps: np.ndarray | None = None
@@ -43,7 +55,7 @@ def extract_feature_maps(backbone: nn.Module, images: np.ndarray, batch_size: in
     t0 = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, n, batch_size):
-            fm = backbone.feature_map(_normalise_nchw(images[start:start + batch_size]))
+            fm = backbone.feature_map(_backbone_input(images[start:start + batch_size], card))
             emb = F.normalize(backbone.embed_from_feature_map(fm), dim=1)
             fm = torch.flatten(fm, 1)
             if fmaps is None:
@@ -59,7 +71,7 @@ def extract_feature_maps(backbone: nn.Module, images: np.ndarray, batch_size: in
 
 def cached_feature_maps(cache_dir: Path, backbone_ckpt: Path, backbone: nn.Module, relpaths: list[str],
                         load_images: Any, extra_key: str = "", progress: bool = True,
-                        ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+                        card: ModelCard | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Feature maps and mu for ``relpaths``, cached under a key of (checkpoint hash, image list, extra_key).
 
     ``load_images()`` returns the aligned uint8 images in ``relpaths`` order; it is only called on a miss.
@@ -72,7 +84,7 @@ def cached_feature_maps(cache_dir: Path, backbone_ckpt: Path, backbone: nn.Modul
     t0 = time.perf_counter()
     images = load_images()
     t1 = time.perf_counter()
-    fmaps, mu = extract_feature_maps(backbone, images, progress=progress)
+    fmaps, mu = extract_feature_maps(backbone, images, progress=progress, card=card)
     t2 = time.perf_counter()
     write_with(path, lambda tmp: np.savez(tmp, fmaps=fmaps, mu=mu))
     return fmaps, mu, {"cached": 0.0, "align_s": t1 - t0, "extract_s": t2 - t1}
@@ -141,9 +153,12 @@ def lfw_features(backbone_ckpt: str | Path, lfw_root: str | Path, landmarks: str
     also of their horizontal mirror images (for ``flip_augment``)."""
     from faceembed.data.lfw import fold_people, list_lfw_images, read_landmarks, read_pairs
     from faceembed.faces.align_files import align_images_in_memory
+    from faceembed.models.card_io import read_card
+    from faceembed.models.registry import resolve_model
 
-    backbone_ckpt, lfw_root = Path(backbone_ckpt), Path(lfw_root)
+    backbone_ckpt, lfw_root = resolve_model(backbone_ckpt), Path(lfw_root)
     backbone, spec, _ = load_checkpoint(backbone_ckpt)
+    card = read_card(backbone_ckpt)
     pairs = read_pairs(lfw_root / "pairs.txt")
     by_person: dict[str, list[str]] = {}
     for rp in list_lfw_images(lfw_root / "images"):
@@ -152,24 +167,24 @@ def lfw_features(backbone_ckpt: str | Path, lfw_root: str | Path, landmarks: str
     needed = sorted({rp for p in multi for rp in by_person[p]}
                     | {rp for pr in pairs for rp in (pr.relpath1, pr.relpath2)})
     marks = read_landmarks(landmarks)
-    size = (spec.height, spec.width)
+    size = (card.height, card.width)
 
     aligned: list[np.ndarray] = []  # aligned once even when both the images and their mirrors miss the cache
 
     def load_images() -> np.ndarray:
         if not aligned:
-            imgs = align_images_in_memory(lfw_root / "images", marks, needed, size=size, workers=workers)
-            aligned.append(imgs[..., ::-1] if spec.color == "BGR" else imgs)
+            aligned.append(align_images_in_memory(lfw_root / "images", marks, needed, size=size, workers=workers,
+                                                  template=card.template))
         return aligned[0]
 
-    key = f"{Path(landmarks).name}:{file_sha256(Path(landmarks))}:{size}:{spec.color}"
+    key = f"{Path(landmarks).name}:{file_sha256(Path(landmarks))}:{card.to_json()}"
     fmaps, mu, timing = cached_feature_maps(Path(cache_dir), backbone_ckpt, backbone, needed, load_images,
-                                            extra_key=key, progress=progress)
+                                            extra_key=key, progress=progress, card=card)
     feats = LFWFeatures(fmaps, mu, needed, by_person, multi, pairs, fold_people(pairs), timing)
     if mirror:
         feats.fmaps_mirror, feats.mu_mirror, mirror_timing = cached_feature_maps(
             Path(cache_dir), backbone_ckpt, backbone, needed, lambda: np.ascontiguousarray(load_images()[:, :, ::-1]),
-            extra_key=key + ":mirror", progress=progress)
+            extra_key=key + ":mirror", progress=progress, card=card)
         feats.timing.update({f"mirror_{k}": v for k, v in mirror_timing.items()})
     return feats
 
@@ -241,9 +256,12 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
     """
     from faceembed.evaluation.scores import apply_calibration, cosine_scores, mls_scores
     from faceembed.fingerprint import file_identity
+    from faceembed.models.card import OutputSpec
+    from faceembed.models.card_io import read_card
+    from faceembed.models.registry import resolve_model
 
     config = config or PFETrainConfig()
-    backbone_ckpt, out_dir = Path(backbone_ckpt), Path(out_dir)
+    backbone_ckpt, out_dir = resolve_model(backbone_ckpt), Path(out_dir)
     t_start = time.perf_counter()
     torch.set_num_threads(min(torch.get_num_threads(), max(1, workers)))
     payload = read_checkpoint(backbone_ckpt)
@@ -263,6 +281,9 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
     folds = np.array([p.fold for p in pairs])
     pfe_cfg = _pfe_config(arch, bconfig, fmaps.shape[1], config.bn_momentum, config.heads)
     pfe_spec = dataclasses.replace(spec, output_names=PFEModel.output_names)
+    bcard = read_card(backbone_ckpt)  # the heads' models take the backbone's input: its card, PFE's outputs
+    pfe_card = bcard.replace(outputs=(OutputSpec("mu", "mu"), OutputSpec("sigma_sq", "sigma_sq")), similarity="mls",
+                             thresholds=None, arch="pfe", name=f"pfe-{bcard.name or arch}")
     fold_info: list[dict[str, Any]] = []
     t_train = time.perf_counter()
     mls, mls_raw = np.zeros(len(pairs)), np.zeros(len(pairs))
@@ -293,7 +314,7 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
                     "val_metric": config.val_metric, "val_best": [h["best_metric"] for h in hists],
                     "val_cosine": hists[0].get("val_cosine"),
                     "train_s": round(time.perf_counter() - t0, 2), "config": dataclasses.asdict(config),
-                    "backbone_source": backbone_ckpt.name, "made_by": made_by}
+                    "backbone_source": backbone_ckpt.name, "made_by": made_by, "card": pfe_card.to_dict()}
             info["calibration"] = _calibration(model.head, feats, va_idx, va_lab, config.max_val_genuine_per_person,
                                                config.seed + k + 1)
             save_checkpoint(head_path, "pfe", pfe_cfg, model, pfe_spec, extra=info)

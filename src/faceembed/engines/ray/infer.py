@@ -8,15 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from faceembed.batch.infer import (
-    FileResult,
-    FileRunner,
-    InferOptions,
-    InferRecorder,
-    InferSummary,
-    prepare_output,
-    resolve_for_inputs,
-)
+from faceembed.batch.infer import FileRunner, InferOptions, InferRecorder, prepare_output, resolve_for_inputs
+from faceembed.batch.infer_report import FileResult, InferSummary
 from faceembed.engines.ray.session import (
     Stopwatch,
     error_record,
