@@ -286,7 +286,10 @@ def test_templates() -> None:
     np.testing.assert_array_equal(template_points("arcface", 112, 112), REFERENCE_112x96 + [8.0, 0.0])
     np.testing.assert_allclose(template_points("sphereface", 112, 112), template_points("arcface", 112, 112))
     np.testing.assert_allclose(template_points("sphereface", 224, 192), REFERENCE_112x96 * 2)
-    np.testing.assert_allclose(template_points("dlib", 150, 150), (REFERENCE_112x96 + [8, 0]) * 150 / 112)
+    from faceembed.data.templates import DLIB_150x150
+
+    np.testing.assert_array_equal(template_points("dlib", 150, 150), DLIB_150x150)  # fitted: scripts/dlib_template.py
+    assert template_points("dlib", 300, 300) == pytest.approx(DLIB_150x150 * 2)
     assert template_points("none", 112, 112) is None
     assert set(TEMPLATE_NAMES) == {"sphereface", "arcface", "dlib", "none"}
     for name, (points, (h, w)) in TEMPLATES.items():

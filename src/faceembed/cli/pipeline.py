@@ -311,9 +311,11 @@ def demo(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
     data: Annotated[Path | None, typer.Option(help="Data folder (lfw, photos: ../shared/data).")] = None,
     quick: Annotated[bool, typer.Option(help="Short version for CI.")] = False,
+    backbone: Annotated[str | None, typer.Option(help="lfw: the PFE backbone, a model name or file with a card "
+                                                      "(e.g. dlib-resnet; default: the shared MobileFaceNet).")] = None,
     progress: Progress = True,
 ) -> None:
     """Run a whole pipeline and print one results table."""
     from faceembed.demo import run_demo
 
-    run_demo(name, out, json_out, data=data, quick=quick, progress=progress)
+    run_demo(name, out, json_out, data=data, quick=quick, progress=progress, backbone=backbone)

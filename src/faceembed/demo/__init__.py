@@ -20,11 +20,11 @@ def mnist_demo(out: str | Path, json_path: str | Path | None = None, quick: bool
 
 
 def lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str | Path | None = None,
-             quick: bool = False, progress: bool = True) -> dict[str, Any]:
+             quick: bool = False, progress: bool = True, backbone: str | None = None) -> dict[str, Any]:
     """``faceembed demo lfw``."""
     from faceembed.demo.lfw import run_lfw_demo
 
-    return run_lfw_demo(out, json_path, data=data, quick=quick, progress=progress)
+    return run_lfw_demo(out, json_path, data=data, quick=quick, progress=progress, backbone=backbone)
 
 
 def photos_demo(out: str | Path, json_path: str | Path | None = None, data: str | Path | None = None,
@@ -39,12 +39,16 @@ DEMOS = {"mnist": mnist_demo, "lfw": lfw_demo, "photos": photos_demo}
 
 
 def run_demo(name: str, out: str | Path, json_path: str | Path | None = None, data: str | Path | None = None,
-             quick: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the demo called ``name`` (a key of ``DEMOS``)."""
+             quick: bool = False, progress: bool = True, backbone: str | None = None) -> dict[str, Any]:
+    """Run the demo called ``name`` (a key of ``DEMOS``); ``backbone`` only for ``lfw``."""
     from faceembed.errors import FaceembedError
 
     if name not in DEMOS:
         raise FaceembedError(f"unknown demo {name!r}; choose one of {', '.join(DEMOS)}")
+    if backbone is not None and name != "lfw":
+        raise FaceembedError(f"--backbone applies to 'demo lfw', not 'demo {name}'")
+    if name == "lfw":
+        return DEMOS[name](out, json_path, data=data, quick=quick, progress=progress, backbone=backbone)
     if name == "mnist":
         return mnist_demo(out, json_path, quick=quick, progress=progress)
     return DEMOS[name](out, json_path, data=data, quick=quick, progress=progress)

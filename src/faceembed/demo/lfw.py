@@ -42,26 +42,34 @@ def _fold_model(out: Path, key: str, fold: int, parity: Path):
 
 
 def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str | Path | None = None,
-                 quick: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the PFE pipeline on LFW View 2 (6,000 pairs, 10 folds) and print the results table."""
+                 quick: bool = False, progress: bool = True, backbone: str | None = None) -> dict[str, Any]:
+    """Run the PFE pipeline on LFW View 2 (6,000 pairs, 10 folds) and print the results table. ``backbone``: a
+    model name or file with a card and a feature map (default: the shared MobileFaceNet checkpoint)."""
     from faceembed.batch.tobin import face_tensors
     from faceembed.convert.torch_state import import_checkpoint
     from faceembed.data.lfw import pair_images, read_landmarks, read_pairs
     from faceembed.evaluation.verification import verify_features
     from faceembed.faces.align_files import align_images_in_memory
     from faceembed.inference.timing import latency_per_image
+    from faceembed.models.card_io import read_card
+    from faceembed.models.registry import resolve_model
     from faceembed.training.train_pfe import PFETrainConfig, train_pfe_crossfold
 
     data = Path(data or "../shared/data")
     lfw, out = data / "lfw", Path(out)
-    if not (lfw / "pairs.txt").is_file() or not (data / WEIGHTS).is_file():
+    if not (lfw / "pairs.txt").is_file() or (backbone is None and not (data / WEIGHTS).is_file()):
         raise MissingInputError(f"LFW and {WEIGHTS} expected under --data", data)
     t_start = time.perf_counter()
     step = StepTimer()
-    backbone = out / "mobilefacenet.pt"
-    if not backbone.exists():
-        step(f"import {data / WEIGHTS} -> {backbone}")
-        import_checkpoint(data / WEIGHTS, backbone)
+    if backbone is None:
+        backbone = out / "mobilefacenet.pt"
+        if not backbone.exists():
+            step(f"import {data / WEIGHTS} -> {backbone}")
+            import_checkpoint(data / WEIGHTS, backbone)
+    else:
+        backbone = resolve_model(backbone)
+        out = out / f"backbone-{Path(backbone).stem}"
+    card = read_card(backbone)
 
     step("train the 10 cross-fold PFE heads (features cached; each fold's head never sees its people)")
     config = PFETrainConfig(max_steps=60) if quick else PFETrainConfig()
@@ -72,8 +80,8 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
     names = pair_images(pairs)
     step(f"align the {len(names)} pair images")
     faces = align_images_in_memory(lfw / "images", read_landmarks(lfw / "lfw_landmark.txt"), names,
-                                   progress=progress)
-    x, x_flip = face_tensors(faces), face_tensors(faces, flip=True)
+                                   size=(card.height, card.width), progress=progress, template=card.template)
+    x, x_flip = face_tensors(faces, card), face_tensors(faces, card, flip=True)
     parity = out / "parity_faces.npy"
     if not parity.exists():
         out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -27,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from faceembed.errors import FaceembedError
+from faceembed.export.int8_files import compare_outputs, tag_int8
 from faceembed.export.parity_inputs import check_items, load_tensor_input
 from faceembed.export.qdq_graph import LAYER_OPS, float_skip_paths, quantized_layers, restore_float
 from faceembed.files import atomic_path
-from faceembed.inference.backends import OrtBackend, onnx_info
+from faceembed.inference.backends import onnx_info
 
 METHODS = ("minmax", "percentile", "entropy")
 SCHEMES = ("residual-float", "full")
@@ -61,7 +61,14 @@ def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: s
 
     With ``scheme="residual-float"`` and ``min_cosine``, a ``holdout`` fraction of the calibration images
     (at least 16) is kept out of calibration to check the result and choose the layers kept in float.
+    ``method="nncf"``: NNCF places and calibrates the quantizers instead (``scheme`` and ``per_channel`` do not
+    apply), with its accuracy control aiming at ``min_cosine`` (see ``quantize_nncf``).
     """
+    if method == "nncf":
+        from faceembed.export.quantize_nncf import quantize_nncf
+
+        return quantize_nncf(model, calibrate, out, max_images=max_images, min_cosine=min_cosine or SEARCH_MIN_COSINE,
+                             accuracy_control=bool(min_cosine), holdout=holdout, progress=progress)
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -94,7 +101,7 @@ def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: s
             float_skip_paths(qmodel)
             if n_check:
                 qmodel, search = keep_float_until(qmodel, onnx.load(str(pre)), check, min_cosine, progress)
-        _tag_int8(qmodel, model)
+        tag_int8(qmodel, model)
         onnx.save(qmodel, str(final_tmp))
         report = compare_outputs(model, final_tmp, check[:64])
     report.update({"calibration_images": int(len(calib)), "holdout_images": int(n_check), "method": method,
@@ -173,26 +180,4 @@ def _quiet():
         logger.setLevel(level)
 
 
-def _tag_int8(model, source: str | Path) -> None:
-    import onnx
 
-    src_meta = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
-    del model.metadata_props[:]
-    for key, value in {**src_meta, "faceembed.precision": "int8"}.items():
-        model.metadata_props.add(key=key, value=value)
-
-
-def compare_outputs(reference: str | Path, candidate: str | Path, x: np.ndarray) -> dict[str, Any]:
-    """Per-output agreement of ``candidate`` with ``reference`` on ``x`` (both run by ONNX Runtime)."""
-    ref = OrtBackend(reference).run(x)
-    cand_backend = OrtBackend(candidate)
-    got = cand_backend.run(x)
-    out: dict[str, Any] = {}
-    for name, a, b in zip(cand_backend.output_names, got, ref, strict=True):
-        a64, b64 = a.astype(np.float64).reshape(len(a), -1), b.astype(np.float64).reshape(len(b), -1)
-        if name == "sigma_sq":
-            out[name] = {"max_rel_error": float(np.max(np.abs(a64 - b64) / np.maximum(np.abs(b64), 1e-12)))}
-        else:
-            cos = (a64 * b64).sum(1) / np.maximum(np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1), 1e-12)
-            out[name] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
-    return {"agreement": out, "agreement_json": json.dumps(out)}
