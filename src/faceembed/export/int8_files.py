@@ -36,3 +36,18 @@ def compare_outputs(reference: str | Path, candidate: str | Path, x: np.ndarray)
             cos = (a64 * b64).sum(1) / np.maximum(np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1), 1e-12)
             out[name] = {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
     return {"agreement": out, "agreement_json": json.dumps(out)}
+
+
+def calibration_rows(model: str | Path, calibrate: str | Path | np.ndarray, max_images: int) -> tuple[Any, np.ndarray]:
+    """The fp32 model's facts and at most ``max_images`` calibration rows of its item shape (an array, or tensor
+    files); a model that is not fp32 or rows of another shape are one clear error."""
+    from faceembed.errors import FaceembedError
+    from faceembed.export.parity_inputs import check_items, load_tensor_input
+    from faceembed.inference.backends import onnx_info
+
+    info = onnx_info(model)
+    if info.precision != "fp32":
+        raise FaceembedError(f"quantize needs an fp32 model, {model} is {info.precision}")
+    x = calibrate if isinstance(calibrate, np.ndarray) else load_tensor_input(calibrate, info.item_shape, max_images)
+    return info, check_items(np.ascontiguousarray(x[:max_images], dtype=np.float32), info.item_shape,
+                             "calibration inputs")

@@ -26,11 +26,9 @@ from typing import Any
 import numpy as np
 
 from faceembed.errors import FaceembedError
-from faceembed.export.int8_files import compare_outputs, tag_int8
-from faceembed.export.parity_inputs import check_items, load_tensor_input
+from faceembed.export.int8_files import calibration_rows, compare_outputs, tag_int8
 from faceembed.export.qdq_graph import LAYER_OPS, float_skip_paths, quantized_layers, restore_float
 from faceembed.files import atomic_path
-from faceembed.inference.backends import onnx_info
 
 METHODS = ("minmax", "percentile", "entropy")
 SCHEMES = ("residual-float", "full")
@@ -73,15 +71,11 @@ def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: s
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    info = onnx_info(model)
-    if info.precision != "fp32":
-        raise FaceembedError(f"quantize needs an fp32 model, {model} is {info.precision}")
     if method not in METHODS:
         raise FaceembedError(f"--method must be one of {', '.join(METHODS)}")
     if scheme not in SCHEMES:
         raise FaceembedError(f"--scheme must be one of {', '.join(SCHEMES)}")
-    x = calibrate if isinstance(calibrate, np.ndarray) else load_tensor_input(calibrate, info.item_shape, max_images)
-    x = check_items(np.ascontiguousarray(x[:max_images], dtype=np.float32), info.item_shape, "calibration inputs")
+    info, x = calibration_rows(model, calibrate, max_images)
     n_check = max(16, int(len(x) * holdout)) if scheme == "residual-float" and min_cosine else 0
     if len(x) - n_check < 16:
         n_check = 0  # too few images to hold some out: calibrate on all, no float-layer search

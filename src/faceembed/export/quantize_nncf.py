@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from faceembed.errors import FaceembedError
-from faceembed.export.parity_inputs import check_items, load_tensor_input
+from faceembed.export.int8_files import calibration_rows, compare_outputs, tag_int8
+from faceembed.export.parity_inputs import check_items
 from faceembed.export.qdq_graph import LAYER_OPS
 from faceembed.files import atomic_path
-from faceembed.inference.backends import onnx_info
 
 # ops NNCF quantizes through: a layer reading Reshape(DequantizeLinear(...)) reads int8 (OpenVINO moves the pair)
 _AGNOSTIC = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "MaxPool")
@@ -62,15 +62,11 @@ def quantize_nncf(model: str | Path, calibrate: str | Path | np.ndarray, out: st
     import onnx
 
     start = time.perf_counter()
-    info = onnx_info(model)
-    if info.precision != "fp32":
-        raise FaceembedError(f"quantize needs an fp32 model, {model} is {info.precision}")
     if overflow_fix not in OVERFLOW_FIXES:
         raise FaceembedError(f"overflow_fix must be one of {', '.join(OVERFLOW_FIXES)}")
     if preset not in PRESETS:
         raise FaceembedError(f"preset must be one of {', '.join(PRESETS)}")
-    x = calibrate if isinstance(calibrate, np.ndarray) else load_tensor_input(calibrate, info.item_shape, max_images)
-    x = check_items(np.ascontiguousarray(x[:max_images], dtype=np.float32), info.item_shape, "calibration inputs")
+    info, x = calibration_rows(model, calibrate, max_images)
     if validation is not None:
         calib = x
         check = check_items(np.ascontiguousarray(validation, dtype=np.float32), info.item_shape, "validation inputs")
@@ -88,7 +84,6 @@ def quantize_nncf(model: str | Path, calibrate: str | Path | np.ndarray, out: st
         qmodel = _run_nncf(float_model, info, calib, check, step, fix, preset, controlled, min_cosine)
     layers = int8_layers(qmodel)
     float_layers = [n.name for n in qmodel.graph.node if n.op_type in LAYER_OPS and n.name not in set(layers)]
-    from faceembed.export.int8_files import compare_outputs, tag_int8
 
     tag_int8(qmodel, model)
     with atomic_path(out) as final_tmp:
