@@ -156,3 +156,19 @@ def make_tight_crops(root: Path, lfw_images: Path, landmarks_file: Path, people:
             out["images"][rel] = lfw_rel
             out["landmarks"][rel] = (points @ m[:, :2].T + m[:, 2]).astype(np.float32)
     return out
+
+
+def write_two_people(root: Path, landmarks_file: str) -> None:
+    """``root/images/{Ann,Bob}/NAME_000{1,2}.jpg``: four random 250x250 JPEGs, and their (fixed) landmarks in
+    ``root/landmarks_file`` (interleaved format)."""
+    from faceembed.data.lfw import write_landmarks
+
+    rng = np.random.default_rng(0)
+    marks = {}
+    for person in ("Ann", "Bob"):
+        (root / "images" / person).mkdir(parents=True)
+        for i in (1, 2):
+            rel = f"{person}/{person}_{i:04d}.jpg"
+            cv2.imwrite(str(root / "images" / rel), (rng.random((250, 250, 3)) * 255).astype(np.uint8))
+            marks[rel] = np.array([[100, 110], [150, 110], [125, 140], [105, 170], [145, 170]], np.float32)
+    write_landmarks(root / landmarks_file, marks, "interleaved")

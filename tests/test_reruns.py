@@ -103,18 +103,21 @@ def test_infer_rerun_other_model_refused_overwrite_redoes_same_resumes(two_onnx,
 
 # ---- align --------------------------------------------------------------------------------------------------
 
-def _photos(root: Path) -> Path:
-    from faceembed.data.lfw import write_landmarks
+def _random_backbone(path: Path, seed: int) -> Path:
+    """A MobileFaceNet checkpoint with random weights: another backbone than the test's."""
+    from faceembed.models import build
+    from faceembed.models.checkpoint import FACE_INPUT_112x96, save_checkpoint
 
-    rng = np.random.default_rng(0)
-    marks = {}
-    for person in ("Ann", "Bob"):
-        (root / "images" / person).mkdir(parents=True)
-        for i in (1, 2):
-            rel = f"{person}/{person}_{i:04d}.jpg"
-            cv2.imwrite(str(root / "images" / rel), (rng.random((250, 250, 3)) * 255).astype(np.uint8))
-            marks[rel] = np.array([[100, 110], [150, 110], [125, 140], [105, 170], [145, 170]], np.float32)
-    write_landmarks(root / "marks.txt", marks, "interleaved")
+    torch.manual_seed(seed)
+    save_checkpoint(path, "mobilefacenet", {"embedding_size": 128}, build("mobilefacenet", embedding_size=128),
+                    FACE_INPUT_112x96)
+    return path
+
+
+def _photos(root: Path) -> Path:
+    from photo_trees import write_two_people
+
+    write_two_people(root, "marks.txt")
     return root
 
 
@@ -143,15 +146,11 @@ def test_align_rerun_other_size_refused_overwrite_redoes_same_resumes(tmp_path):
 # ---- train-pfe ----------------------------------------------------------------------------------------------
 
 def test_train_pfe_rerun_other_backbone_refused_overwrite_redoes_same_resumes(tiny_lfw, tmp_path):  # noqa: F811
-    from faceembed.models import build
-    from faceembed.models.checkpoint import FACE_INPUT_112x96, read_checkpoint, save_checkpoint
+    from faceembed.models.checkpoint import read_checkpoint
     from faceembed.training.train_pfe import train_pfe_crossfold
 
     root, backbone = tiny_lfw
-    torch.manual_seed(7)
-    other = tmp_path / "other_mfn.pt"
-    save_checkpoint(other, "mobilefacenet", {"embedding_size": 128}, build("mobilefacenet", embedding_size=128),
-                    FACE_INPUT_112x96)
+    other = _random_backbone(tmp_path / "other_mfn.pt", seed=7)
     out = tmp_path / "pfe"
     kw = {"progress": False, "workers": 1}
     train_pfe_crossfold(backbone, root, root / "lfw_landmark.txt", out, CONFIG, **kw)
@@ -177,14 +176,9 @@ def test_train_pfe_cli_refuses_other_backbone(tiny_lfw, tmp_path):  # noqa: F811
     root, backbone = tiny_lfw
     out = tmp_path / "pfe"
     train_pfe_crossfold(backbone, root, root / "lfw_landmark.txt", out, CONFIG, progress=False, workers=1)
-    from faceembed.models import build
-    from faceembed.models.checkpoint import FACE_INPUT_112x96, save_checkpoint
 
     before = tree(out)
-    torch.manual_seed(8)
-    other = tmp_path / "other.pt"
-    save_checkpoint(other, "mobilefacenet", {"embedding_size": 128}, build("mobilefacenet", embedding_size=128),
-                    FACE_INPUT_112x96)
+    other = _random_backbone(tmp_path / "other.pt", seed=8)
     proc = run_cli("train-pfe", "--backbone", str(other), "--lfw", str(root), "--out", str(out), "--no-progress")
     assert_one_line_error(proc, "backbone", "--overwrite")
     assert tree(out) == before
@@ -252,14 +246,9 @@ def test_tobin_mnist_other_settings_refused_same_resumes(tmp_path, first, second
 
 
 def test_tobin_lfw_other_model_refused(tiny_lfw, tmp_path):  # noqa: F811
-    from faceembed.models import build
-    from faceembed.models.checkpoint import FACE_INPUT_112x96, save_checkpoint
 
     root, backbone = tiny_lfw
-    torch.manual_seed(3)
-    other = tmp_path / "other.pt"
-    save_checkpoint(other, "mobilefacenet", {"embedding_size": 128}, build("mobilefacenet", embedding_size=128),
-                    FACE_INPUT_112x96)
+    other = _random_backbone(tmp_path / "other.pt", seed=3)
 
     def tobin(model):
         return run_cli("tobin", "lfw", "--data", str(root), "--out", str(tmp_path / "bins"), "--model", str(model),

@@ -181,19 +181,9 @@ def test_tobin_redoes_partial_files_and_refuses_other_settings(tmp_path):
 
 
 def _fake_lfw(root):
-    import cv2
+    from photo_trees import write_two_people
 
-    from faceembed.data.lfw import write_landmarks
-
-    rng = np.random.default_rng(0)
-    marks = {}
-    for person in ("Ann", "Bob"):
-        (root / "images" / person).mkdir(parents=True)
-        for i in (1, 2):
-            rel = f"{person}/{person}_{i:04d}.jpg"
-            cv2.imwrite(str(root / "images" / rel), (rng.random((250, 250, 3)) * 255).astype(np.uint8))
-            marks[rel] = np.array([[100, 110], [150, 110], [125, 140], [105, 170], [145, 170]], np.float32)
-    write_landmarks(root / "lfw_landmark.txt", marks, "interleaved")
+    write_two_people(root, "lfw_landmark.txt")
     (root / "pairs.txt").write_text("1\nAnn 1 2\nAnn 1 Bob 2\n")
     good = (root / "images" / "Bob" / "Bob_0002.jpg").read_bytes()
     (root / "images" / "Bob" / "Bob_0002.jpg").write_bytes(good[: len(good) // 2])  # truncated JPEG
