@@ -305,6 +305,9 @@ def infer_files(model: str | Path, inputs: str | Path, output_dir: str | Path, b
     from rich.progress import Progress
 
     t_start = time.perf_counter()
+    from faceembed.models.registry import resolve_model
+
+    model = resolve_model(model)  # a model name: its file (what the run record hashes)
     o = InferOptions(**options)
     o.check()
     be = backend_obj if backend_obj is not None else open_backend(model, o.backend, o.precision, o.threads,

@@ -181,7 +181,9 @@ def _card_of(model: str | Path | None) -> tuple[ModelCard, dict]:
         return card, {"card": card.to_dict()}
     from faceembed.fingerprint import file_identity
     from faceembed.models.card_io import read_card
+    from faceembed.models.registry import resolve_model
 
+    model = resolve_model(model)  # a model name: its file (what the manifest records)
     card = read_card(model)
     return card, {"card": card.to_dict(), "model": file_identity(model)}
 

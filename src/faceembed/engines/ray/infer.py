@@ -61,6 +61,9 @@ def infer_files_ray(model: str | Path, inputs: str | Path, output_dir: str | Pat
     from rich.progress import Progress
 
     clock = Stopwatch()
+    from faceembed.models.registry import resolve_model
+
+    model = resolve_model(model)  # a model name: its file (what the run record hashes)
     o = InferOptions(**options)
     o.check()
     # auto is resolved once, here, and the pair goes to every worker (a worker never measures on its own)
