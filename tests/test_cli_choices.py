@@ -96,6 +96,7 @@ CASES = [
     (ENROLL, "--no-face", "--no-face"),
     (ENROLL, "--engine", "--engine"),
     (IDENTIFY, "--method", "--method"),
+    (IDENTIFY, "--metric", "--metric"),
     (IDENTIFY, "--keep", "--keep"),
     (IDENTIFY, "--detector", "--detector"),
     (IDENTIFY, "--no-face", "--no-face"),

@@ -6,8 +6,9 @@ The Python API (imported lazily: ``import faceembed`` loads no model and no runt
     model = fe.load_model("dlib-resnet")            # a built-in name, an imported name, or a model file
     analyzer = fe.FaceAnalyzer(model)               # MTCNN + alignment from the model's card
     faces = analyzer.faces("photo.jpg")             # or a numpy RGB array: box, score, landmarks, embedding
+                                                    # (PFE models: sigma_sq, uncertainty, quality)
     match = analyzer.compare("a.jpg", "b.jpg")      # score, threshold, far, same
-    gallery = fe.Gallery.from_folder("people/", analyzer)   # add / remove / save / load / search
+    gallery = fe.Gallery.from_folder("people/", analyzer)   # add / remove / save / load / search / quality
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _API = {
     "FaceembedError": "faceembed.errors",
     "NoFaceError": "faceembed.errors",
     "NoThresholdsError": "faceembed.errors",
+    "LowQualityError": "faceembed.errors",
 }
 
 __all__ = ["load_model", *_API, "__version__"]

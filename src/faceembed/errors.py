@@ -66,3 +66,12 @@ class NoFaceError(InputFormatError):
 
 class NoThresholdsError(FaceembedError):
     """A model whose card holds no calibrated thresholds was asked for a same / different decision."""
+
+
+class LowQualityError(FaceembedError):
+    """A face whose quality (PFE uncertainty, see :mod:`faceembed.faces.quality`) is below the ``min_quality``
+    asked for; ``quality`` holds it."""
+
+    def __init__(self, message: str, path: str | Path | None = None, quality: float | None = None):
+        self.quality = quality
+        super().__init__(message, path)

@@ -130,5 +130,11 @@ def compare(
         typer.echo(f"faceembed: note: {note}", err=True)
     typer.echo(f"{'same' if match.same else 'different'}: similarity {match.score:.4f}, threshold {match.threshold:.4f}"
                f" at FAR {far:g} ({analyzer.card.name or Path(model).name}, {analyzer.card.thresholds.dataset})")
+    if match.uncertainty is not None:  # PFE models: each face's uncertainty, and quality where the card has u_ref
+        u = f"uncertainty {', '.join(f'{v:.4g}' for v in match.uncertainty)}"
+        if None in match.quality:
+            typer.echo(f"faces: {u} (the card has no quality reference)")
+        else:
+            typer.echo(f"faces: quality {', '.join(f'{v:.2f}' for v in match.quality)}; {u}")
     if json_out:
         write_json(json_out, {"first": str(first), "second": str(second), "model": str(model), **match.to_dict()})

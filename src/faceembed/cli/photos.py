@@ -28,6 +28,9 @@ Workers = Annotated[int | None, typer.Option(help="Processes (default: all cores
 OnError = Annotated[str, typer.Option(help="skip (bad images / no face: one line each, listed in a skip list) | stop.")]
 Keep = Annotated[str, typer.Option(help="Several faces in a photo: keep the largest | the one nearest the center.")]
 MinFace = Annotated[float, typer.Option(help="Smallest face to find, pixels (P-Net pyramid starts there).")]
+MinQuality = Annotated[float | None, typer.Option(help="PFE models with a quality reference in their card: set "
+                                                       "aside faces of quality below Q, 0..1 (0.5 = the median "
+                                                       "validation face; see 'faceembed card', quality).")]
 
 
 def _check_photo_options(keep: str, on_error: str | None = None, detector: str | None = None,
@@ -95,22 +98,34 @@ def enroll(
     min_face_size: MinFace = 40.0,
     detector: Detector = "mtcnn",
     no_face: NoFace = "skip",
+    min_quality: MinQuality = None,
     workers: Workers = None,
     engine: Engine = "local",
     address: Address = None,
     num_workers: NumWorkers = None,
     progress: Progress = True,
 ) -> None:
-    """Enroll every person folder: detect, align, embed; template = mean of unit embeddings (PFE: fused)."""
+    """Enroll every person folder: detect, align, embed; template = mean of unit embeddings (PFE: fused).
+    --min-quality sets aside low-quality faces (listed in OUT.skipped.txt)."""
     from faceembed.engines import Engine
     from faceembed.faces.people import enroll_folder
+    from faceembed.faces.quality import check_quality_value
 
     _check_photo_options(keep, on_error, detector, no_face)
-    summary = enroll_folder(images, model, out, landmarks, workers, Engine(engine, address, num_workers), keep=keep,
-                            on_error=on_error, min_face_size=min_face_size, progress=progress, detector=detector,
-                            no_face=no_face)
+    check_quality_value(min_quality)
+    summary = enroll_folder(images, model, out, landmarks, workers, Engine(engine, address, num_workers),
+                            min_quality, keep=keep, on_error=on_error, min_face_size=min_face_size,
+                            progress=progress, detector=detector, no_face=no_face)
     _echo_failures(summary.pop("skipped"))
+    _echo_set_aside(summary.get("set_aside", []))
     print_json(summary)
+
+
+def _echo_set_aside(aside: list[dict], limit: int = 50) -> None:
+    for item in aside[:limit]:
+        typer.echo(f"faceembed: set aside: {item['image']}: {item['reason']}", err=True)
+    if len(aside) > limit:
+        typer.echo(f"faceembed: ... and {len(aside) - limit} more set aside", err=True)
 
 
 @app.command(rich_help_panel=PANEL)
@@ -119,26 +134,38 @@ def identify(
     images: Annotated[list[Path], typer.Option(help="Probe image folder or files (repeatable).")],
     model: Annotated[Path | None, typer.Option(help="Face model (default: the one the gallery was made with).")] = None,
     top_k: Annotated[int, typer.Option(help="Names to list per photo.")] = 5,
-    threshold: Annotated[float | None, typer.Option(help="Cosine below which the answer is 'unknown'.")] = None,
-    method: Annotated[str, typer.Option(help="auto | numpy | faiss (exact search either way).")] = "auto",
+    threshold: Annotated[float | None, typer.Option(help="Score (of --metric) below which the answer is "
+                                                         "'unknown'.")] = None,
+    metric: Annotated[str, typer.Option(help="cosine | mls (mutual likelihood score: a gallery enrolled with a "
+                                             "PFE model, probes through one).")] = "cosine",
+    method: Annotated[str, typer.Option(help="auto | numpy | faiss (exact search either way; cosine).")] = "auto",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the answers as JSON.")] = None,
     keep: Keep = "largest",
     min_face_size: MinFace = 40.0,
     detector: Detector = "mtcnn",
     no_face: NoFace = "skip",
+    min_quality: MinQuality = None,
     workers: Workers = None,
     progress: Progress = False,
 ) -> None:
-    """Name the person in each photo: top-k gallery people with cosine scores ('unknown' below --threshold)."""
+    """Name the person in each photo: top-k gallery people with cosine (or MLS) scores ('unknown' below
+    --threshold); PFE models also give each photo's face quality."""
     from faceembed.faces.people import identify_photos
+    from faceembed.faces.quality import check_quality_value
 
     _check_photo_options(keep, None, detector, no_face)
-    check_choices(("method", method, ("auto", "numpy", "faiss")))
-    result = identify_photos(gallery, images, model, top_k, threshold, method, workers, json_out, keep=keep,
-                             min_face_size=min_face_size, progress=progress, detector=detector, no_face=no_face)
+    check_choices(("method", method, ("auto", "numpy", "faiss")), ("metric", metric, ("cosine", "mls")))
+    check_quality_value(min_quality)
+    result = identify_photos(gallery, images, model, top_k, threshold, method, workers, json_out, metric,
+                             min_quality, keep=keep, min_face_size=min_face_size, progress=progress,
+                             detector=detector, no_face=no_face)
     _echo_failures([(f["image"], f["reason"]) for f in result["failed"]])
+    _echo_set_aside(result["set_aside"])
+    probes = result.get("probes", {})
     for r, hits in result["answers"].items():
-        typer.echo(f"{r}\t" + "  ".join(f"{h['name']} {h['score']:.3f}" for h in hits))
+        q = probes.get(r, {}).get("quality")
+        typer.echo(f"{r}\t" + "  ".join(f"{h['name']} {h['score']:.3f}" for h in hits)
+                   + ("" if q is None else f"\tquality {q:.2f}"))
 
 
 @app.command("evaluate-identification", rich_help_panel=PANEL)
@@ -161,7 +188,8 @@ def evaluate_identification(
     workers: Workers = None,
     progress: Progress = True,
 ) -> None:
-    """Rank-1 / rank-5 / CMC (closed set) and DIR at FAR (open set) on a seeded gallery/probe split."""
+    """Rank-1 / rank-5 / CMC (closed set) and DIR at FAR (open set) on a seeded gallery/probe split; PFE models:
+    for cosine and for MLS."""
     from faceembed.faces.people import evaluate_identification_folder
 
     _check_photo_options(keep, None, detector, no_face)
@@ -172,4 +200,6 @@ def evaluate_identification(
     brief = {k: result[k] for k in ("people", "probes", "rank1", "rank5", "failed")}
     brief["dir_at_far"] = result.get("open_set", {}).get("dir")
     brief["numpy_vs_faiss_top1"] = result["numpy_vs_faiss"]["top1_agreement"]
+    for metric, res in result.get("by_metric", {}).items():  # PFE models: cosine and MLS
+        brief[metric] = {"rank1": res["rank1"], "rank5": res["rank5"], "dir_at_far": res.get("open_set", {}).get("dir")}
     print_json(brief)

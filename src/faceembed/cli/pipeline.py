@@ -313,9 +313,12 @@ def demo(
     quick: Annotated[bool, typer.Option(help="Short version for CI.")] = False,
     backbone: Annotated[str | None, typer.Option(help="lfw: the PFE backbone, a model name or file with a card "
                                                       "(e.g. dlib-resnet; default: the shared MobileFaceNet).")] = None,
+    detections: Annotated[Path | None, typer.Option(help="lfw: 'faceembed detect' OUT.json of the LFW images: "
+                                                         "also reject pairs by detector score.")] = None,
     progress: Progress = True,
 ) -> None:
     """Run a whole pipeline and print one results table."""
     from faceembed.demo import run_demo
 
-    run_demo(name, out, json_out, data=data, quick=quick, progress=progress, backbone=backbone)
+    run_demo(name, out, json_out, data=data, quick=quick, progress=progress, backbone=backbone,
+             detections=detections)

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from faceembed.errors import InputFormatError, MissingInputError, NonFiniteError, ShapeMismatchError
-from faceembed.evaluation.scores import fuse_gaussians, l2_normalize
+from faceembed.evaluation.scores import fuse_gaussians, l2_normalize, mls_scores
 from faceembed.files import write_with
 
 GALLERY_FORMAT = "faceembed-gallery"
 GALLERY_VERSION = 1
 FAISS_MIN_GALLERY = 100_000
 UNKNOWN = "unknown"
+METRICS = ("cosine", "mls")
 
 
 def l2n(x: np.ndarray) -> np.ndarray:
@@ -45,6 +46,7 @@ class Gallery:
     meta: dict[str, Any] = field(default_factory=dict)
     faces: np.ndarray | None = None  # optional: every enrolled unit embedding, ``face_labels[i]``'s
     face_labels: list[str] | None = None
+    face_sigma_sq: np.ndarray | None = None  # optional, PFE: every enrolled face's sigma^2 (rows of ``faces``)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -88,6 +90,8 @@ def save_gallery(path: str | Path, gallery: Gallery) -> None:
     if gallery.faces is not None:
         arrays["faces"] = gallery.faces.astype(np.float32)
         arrays["face_labels"] = np.array(gallery.face_labels, dtype=str)
+        if gallery.face_sigma_sq is not None:
+            arrays["face_sigma_sq"] = gallery.face_sigma_sq.astype(np.float32)
 
     def _write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -116,12 +120,15 @@ def load_gallery(path: str | Path) -> Gallery:
     if not np.isfinite(t).all():
         raise InputFormatError("templates contain NaN or Inf", path)
     sig = np.asarray(data["sigma_sq"], dtype=np.float32) if "sigma_sq" in data else None
-    faces, labels = data.get("faces"), data.get("face_labels")
+    faces, labels, face_sig = data.get("faces"), data.get("face_labels"), data.get("face_sigma_sq")
     if faces is not None and (labels is None or len(faces) != len(labels) or faces.ndim != 2):
         raise InputFormatError("gallery 'faces' and 'face_labels' do not match", path)
+    if face_sig is not None and (faces is None or face_sig.shape != faces.shape):
+        raise InputFormatError("gallery 'face_sigma_sq' does not match 'faces'", path)
     return Gallery(names, t, np.asarray(data["counts"]), sig, json.loads(str(data["meta"])),
                    None if faces is None else np.asarray(faces, np.float32),
-                   None if labels is None else [str(n) for n in labels])
+                   None if labels is None else [str(n) for n in labels],
+                   None if face_sig is None else np.asarray(face_sig, np.float32))
 
 
 def search(templates: np.ndarray, probes: np.ndarray, k: int = 5, method: str = "auto",
@@ -159,11 +166,58 @@ def search(templates: np.ndarray, probes: np.ndarray, k: int = 5, method: str = 
     return idx, sc
 
 
+def mls_search(templates: np.ndarray, template_sigma_sq: np.ndarray, probes: np.ndarray,
+               probe_sigma_sq: np.ndarray, k: int = 5, chunk_elements: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` templates by mutual likelihood score (:func:`~faceembed.evaluation.scores.mls_scores`, float64,
+    higher = more alike) of each probe Gaussian ``(mu, sigma_sq)`` against each template's (fused mean and fused
+    sigma^2). Exact; probes go in chunks of about ``chunk_elements`` probe x template x dimension values.
+    Returns ``(indices [M, k], scores [M, k])``, best first; equal scores keep the template order."""
+    t, ts = np.asarray(templates, np.float64), np.asarray(template_sigma_sq, np.float64)
+    p, ps = np.asarray(probes, np.float64), np.asarray(probe_sigma_sq, np.float64)
+    if t.ndim != 2 or p.ndim != 2 or t.shape[1] != p.shape[1] or ts.shape != t.shape or ps.shape != p.shape:
+        raise ShapeMismatchError(f"gallery {list(t.shape)} (sigma_sq {list(ts.shape)}) and probes {list(p.shape)} "
+                                 f"(sigma_sq {list(ps.shape)}) do not match")
+    (g, d), k = t.shape, max(1, min(int(k), t.shape[0]))
+    idx, sc = np.empty((len(p), k), np.int64), np.empty((len(p), k), np.float64)
+    step = max(1, chunk_elements // max(1, g * d))
+    for s in range(0, len(p), step):
+        m = len(p[s:s + step])
+        score = mls_scores(_each(p[s:s + step], g, 1), _each(ps[s:s + step], g, 1), _each(t, m, 0),
+                           _each(ts, m, 0)).reshape(m, g)
+        order = np.argsort(-score, axis=1, kind="stable")[:, :k]
+        idx[s:s + m], sc[s:s + m] = order, np.take_along_axis(score, order, axis=1)
+    return idx, sc
+
+
+def _each(a: np.ndarray, times: int, axis: int) -> np.ndarray:
+    """Rows of ``a`` (n, D) paired with ``times`` others, as (n * times, D) or (times * n, D) rows: ``axis`` 1
+    repeats each row ``times`` times in place, ``axis`` 0 repeats the whole block."""
+    shape = (len(a), times, a.shape[1]) if axis == 1 else (times, len(a), a.shape[1])
+    return np.broadcast_to(np.expand_dims(a, axis), shape).reshape(-1, a.shape[1])
+
+
+def _search_by(gallery: Gallery, probes: np.ndarray, k: int, method: str, metric: str,
+               probe_sigma_sq: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search` (cosine) or :func:`mls_search` (``metric="mls"``: the gallery's and the probes' sigma^2)."""
+    if metric == "cosine":
+        return search(gallery.templates, l2n(probes), k, method)
+    if metric != "mls":
+        raise InputFormatError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
+    if gallery.sigma_sq is None:
+        raise InputFormatError("--metric mls needs a gallery enrolled with a PFE model (it stores fused sigma_sq); "
+                               "this gallery has none")
+    if probe_sigma_sq is None:
+        raise InputFormatError("--metric mls needs a PFE model (outputs sigma_sq) for the probes")
+    return mls_search(gallery.templates, gallery.sigma_sq, l2n(probes), probe_sigma_sq, k)
+
+
 def identify(gallery: Gallery, probes: np.ndarray, k: int = 5, threshold: float | None = None,
-             method: str = "auto") -> list[list[tuple[str, float]]]:
-    """Top-``k`` ``(name, cosine)`` per probe embedding; the first name becomes ``"unknown"`` when its score is
-    below ``threshold``."""
-    idx, sc = search(gallery.templates, l2n(probes), k, method)
+             method: str = "auto", metric: str = "cosine",
+             probe_sigma_sq: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
+    """Top-``k`` ``(name, score)`` per probe embedding, by cosine or (``metric="mls"``, with the probes'
+    ``probe_sigma_sq``) by mutual likelihood score; the first name becomes ``"unknown"`` when its score is
+    below ``threshold`` (in the metric's units)."""
+    idx, sc = _search_by(gallery, probes, k, method, metric, probe_sigma_sq)
     out = []
     for row_i, row_s in zip(idx, sc, strict=True):
         hits = [(gallery.names[int(i)], float(s)) for i, s in zip(row_i, row_s, strict=True)]
@@ -195,13 +249,55 @@ def split_gallery_probes(labels: Sequence[str], seed: int = 0, gallery_fraction:
     return np.sort(np.asarray(g, dtype=np.int64)), np.sort(np.asarray(p, dtype=np.int64))
 
 
-def _ranks(gallery: Gallery, probes: np.ndarray, truth: Sequence[str], method: str) -> tuple[np.ndarray, ...]:
+def _ranks(gallery: Gallery, probes: np.ndarray, truth: Sequence[str], method: str, metric: str = "cosine",
+           probe_sigma_sq: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """1-based rank of the true person for each probe (gallery size + 1 if absent), and top-1 scores/names."""
-    idx, sc = search(gallery.templates, l2n(probes), len(gallery), method)
+    idx, sc = _search_by(gallery, probes, len(gallery), method, metric, probe_sigma_sq)
     names = np.asarray(gallery.names)[idx]
     hit = names == np.asarray(truth)[:, None]
     ranks = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, len(gallery) + 1)
     return ranks, sc[:, 0], names[:, 0]
+
+
+@dataclass
+class _Split:
+    """The rows of one evaluation: gallery and probe rows, the open-set gallery and its held-out people."""
+
+    emb: np.ndarray
+    sig: np.ndarray | None
+    lab: np.ndarray
+    p_rows: np.ndarray
+    gal: Gallery
+    gal2: Gallery | None = None
+    held: set[str] = field(default_factory=set)
+
+    def probe(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        return self.emb[rows], self.lab[rows], None if self.sig is None else self.sig[rows]
+
+
+def _metric_result(sp: _Split, metric: str, method: str, far: float, max_rank: int) -> dict[str, Any]:
+    """Closed-set rank-1 / rank-5 / CMC and open-set DIR at ``far`` of one metric."""
+    e, t, s = sp.probe(sp.p_rows)
+    ranks, _, _ = _ranks(sp.gal, e, t, method, metric, s)
+    cmc = [float((ranks <= r).mean()) for r in range(1, max_rank + 1)]
+    out: dict[str, Any] = {"rank1": cmc[0], "rank5": cmc[min(4, max_rank - 1)], "cmc": cmc}
+    if sp.gal2 is None:
+        return out
+    gen_rows = sp.p_rows[np.array([n not in sp.held for n in sp.lab[sp.p_rows]], bool)]
+    imp_rows = np.flatnonzero(np.isin(sp.lab, list(sp.held)))
+    e, t, s = sp.probe(gen_rows)
+    r_gen, s_gen, _ = _ranks(sp.gal2, e, t, method, metric, s)
+    e, t, s = sp.probe(imp_rows)
+    _, s_imp, _ = _ranks(sp.gal2, e, t, method, metric, s)
+    n_fa = int(np.floor(far * len(s_imp)))
+    thr = float(np.sort(s_imp)[::-1][n_fa]) if n_fa < len(s_imp) else float(s_imp.min()) - 1e-6
+    out["open_set"] = {
+        "far_target": far, "threshold": thr, "impostor_people": len(sp.held), "impostor_probes": int(len(s_imp)),
+        "genuine_probes": int(len(gen_rows)), "far_achieved": float((s_imp > thr).mean()),
+        "dir": float(((r_gen == 1) & (s_gen > thr)).mean()), "enrolled_people": len(sp.gal2),
+        "far_resolution_ok": bool(len(s_imp) * far >= 1),
+    }
+    return out
 
 
 def evaluate_identification(embeddings: np.ndarray, labels: Sequence[str], seed: int = 0,
@@ -211,43 +307,33 @@ def evaluate_identification(embeddings: np.ndarray, labels: Sequence[str], seed:
     """Closed-set rank-1 / rank-5 / CMC (every person enrolled) and open-set DIR at ``far`` (a seeded
     ``impostor_fraction`` of the people left out of the gallery; all their images are impostor probes; the
     threshold is the lowest score that at most ``far`` of impostor probes exceed). ``compare_faiss`` adds
-    :func:`search_agreement` of the closed-set search."""
-    lab = np.asarray(labels)
+    :func:`search_agreement` of the closed-set search.
+
+    The top-level figures are cosine's. With ``sigma_sq`` (PFE) the gallery is fused and ``by_metric`` holds
+    the same figures for ``cosine`` and for ``mls`` (probe Gaussians against the fused templates)."""
+    lab, emb = np.asarray(labels), np.asarray(embeddings)
     g_rows, p_rows = split_gallery_probes(lab, seed, gallery_fraction, min_images)
     if len(g_rows) == 0:
         raise InputFormatError(f"no person has >= {max(2, min_images)} images: nothing to evaluate")
-    sig = None if sigma_sq is None else np.asarray(sigma_sq)[g_rows]
-    gal = build_gallery(np.asarray(embeddings)[g_rows], lab[g_rows], sig)
-    ranks, _, _ = _ranks(gal, np.asarray(embeddings)[p_rows], lab[p_rows], method)
-    cmc = [float((ranks <= r).mean()) for r in range(1, max_rank + 1)]
-    result: dict[str, Any] = {
-        "people": len(gal), "gallery_images": int(len(g_rows)), "probes": int(len(p_rows)), "seed": seed,
-        "gallery_fraction": gallery_fraction, "min_images": min_images,
-        "rank1": cmc[0], "rank5": cmc[min(4, max_rank - 1)], "cmc": cmc,
-    }
-    if compare_faiss:
-        result["numpy_vs_faiss"] = search_agreement(gal.templates, l2n(np.asarray(embeddings)[p_rows]))
-    # open set
-    people = np.asarray(gal.names)
+    sig_all = None if sigma_sq is None else np.asarray(sigma_sq)
+    sig = None if sig_all is None else sig_all[g_rows]
+    sp = _Split(emb, sig_all, lab, p_rows, build_gallery(emb[g_rows], lab[g_rows], sig))
+    people = np.asarray(sp.gal.names)
     rng = np.random.default_rng(seed + 1)
     n_out = int(round(len(people) * impostor_fraction))
-    if 0 < n_out < len(people):
-        held = set(people[rng.permutation(len(people))[:n_out]].tolist())
-        enrolled = np.array([n not in held for n in lab[g_rows]])
-        gal2 = build_gallery(np.asarray(embeddings)[g_rows][enrolled], lab[g_rows][enrolled],
-                             None if sig is None else sig[enrolled])
-        gen = np.array([n not in held for n in lab[p_rows]])
-        imp_rows = np.flatnonzero(np.isin(lab, list(held)))
-        r_gen, s_gen, _ = _ranks(gal2, np.asarray(embeddings)[p_rows][gen], lab[p_rows][gen], method)
-        _, s_imp, _ = _ranks(gal2, np.asarray(embeddings)[imp_rows], lab[imp_rows], method)
-        n_fa = int(np.floor(far * len(s_imp)))
-        thr = float(np.sort(s_imp)[::-1][n_fa]) if n_fa < len(s_imp) else float(s_imp.min()) - 1e-6
-        result["open_set"] = {
-            "far_target": far, "threshold": thr, "impostor_people": n_out, "impostor_probes": int(len(s_imp)),
-            "genuine_probes": int(gen.sum()), "far_achieved": float((s_imp > thr).mean()),
-            "dir": float(((r_gen == 1) & (s_gen > thr)).mean()), "enrolled_people": len(gal2),
-            "far_resolution_ok": bool(len(s_imp) * far >= 1),
-        }
+    if 0 < n_out < len(people):  # open set
+        sp.held = set(people[rng.permutation(len(people))[:n_out]].tolist())
+        enrolled = np.array([n not in sp.held for n in lab[g_rows]])
+        sp.gal2 = build_gallery(emb[g_rows][enrolled], lab[g_rows][enrolled], None if sig is None else sig[enrolled])
+    by_metric = {m: _metric_result(sp, m, method, far, max_rank) for m in (METRICS if sig is not None else METRICS[:1])}
+    result: dict[str, Any] = {
+        "people": len(sp.gal), "gallery_images": int(len(g_rows)), "probes": int(len(p_rows)), "seed": seed,
+        "gallery_fraction": gallery_fraction, "min_images": min_images, **by_metric["cosine"],
+    }
+    if compare_faiss:
+        result["numpy_vs_faiss"] = search_agreement(sp.gal.templates, l2n(emb[p_rows]))
+    if len(by_metric) > 1:
+        result["by_metric"] = by_metric
     return result
 
 

@@ -20,8 +20,10 @@ import numpy as np
 
 from faceembed.errors import NonFiniteError, ShapeMismatchError
 from faceembed.evaluation.verification import tar_at_far, ten_fold_accuracy
+from faceembed.models.card import Quality
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2)
+CARD_REJECT_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.2)
 
 
 def face_uncertainty(sigma_sq: np.ndarray) -> np.ndarray:
@@ -113,6 +115,17 @@ def quality_for_reject_fraction(qualities: np.ndarray, fraction: float) -> float
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
     k = _drop_count(fraction, q.size)
     return float(q[k]) if k < q.size else float(np.nextafter(q[-1], np.inf))
+
+
+def quality_reference(sigma_sq_calibration: np.ndarray, protocol: str,
+                      fractions: Sequence[float] = CARD_REJECT_FRACTIONS) -> Quality:
+    """A model card's quality reference from calibration faces' sigma^2 (N, D): ``u_ref`` (the median face
+    uncertainty, :func:`reference_uncertainty`) and, per fraction, the ``Q`` of
+    :func:`quality_for_reject_fraction` on those faces' qualities (keys ``f"{fraction:g}"``: ``"0.05"``)."""
+    u_ref = reference_uncertainty(sigma_sq_calibration)
+    q = face_quality(sigma_sq_calibration, u_ref)
+    table = {f"{f:g}": quality_for_reject_fraction(q, float(f)) for f in fractions}
+    return Quality(u_ref, table, protocol)
 
 
 def pair_detector_key(det_a: np.ndarray, det_b: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The Python API's face pipeline: photos (files or arrays) -> faces (box, score, landmarks, embedding,
-uncertainty) -> 1:1 decisions at a false-accept rate. ``FaceAnalyzer(model)`` runs MTCNN (or no detector) and
+uncertainty, quality) -> 1:1 decisions at a false-accept rate. ``FaceAnalyzer(model)`` runs MTCNN (or no detector) and
 aligns each face onto the model card's template; ``compare`` takes its threshold from the card."""
 
 from __future__ import annotations
@@ -19,13 +19,17 @@ ImageLike = str | Path | np.ndarray
 @dataclass
 class Face:
     """One face of a photo: ``box`` (x1, y1, x2, y2), detector ``score``, ``landmarks`` (5, 2) as (x, y),
-    ``embedding`` (unit length), and for PFE models ``sigma_sq`` (per-dimension variance)."""
+    ``embedding`` (unit length), and for PFE models ``sigma_sq`` (per-dimension variance), ``uncertainty``
+    (its harmonic mean) and ``quality`` (``u_ref / (u_ref + uncertainty)`` in (0, 1], 0.5 = the median
+    validation face; None when the card has no quality reference). Both are None for other models."""
 
     box: np.ndarray
     score: float
     landmarks: np.ndarray
     embedding: np.ndarray
     sigma_sq: np.ndarray | None = None
+    uncertainty: float | None = None
+    quality: float | None = None
 
     @property
     def area(self) -> float:
@@ -35,17 +39,24 @@ class Face:
 @dataclass
 class Match:
     """A 1:1 decision: cosine ``score``, the ``threshold`` used (at false-accept rate ``far``), ``same``; ``notes``
-    say when a photo held several faces (the largest was used)."""
+    say when a photo held several faces (the largest was used). PFE models: the two faces' ``uncertainty`` and
+    ``quality`` (None without a quality reference), first photo first."""
 
     score: float
     threshold: float
     far: float
     same: bool
     notes: list[str] = field(default_factory=list)
+    uncertainty: tuple[float, float] | None = None
+    quality: tuple[float | None, float | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": round(self.score, 6), "threshold": self.threshold, "far": self.far, "same": self.same,
-                "decision": "same" if self.same else "different", "notes": self.notes}
+        d = {"score": round(self.score, 6), "threshold": self.threshold, "far": self.far, "same": self.same,
+             "decision": "same" if self.same else "different", "notes": self.notes}
+        if self.uncertainty is not None:
+            d["faces"] = [{"uncertainty": u, "quality": None if q is None else round(q, 4)}
+                          for u, q in zip(self.uncertainty, self.quality or (None, None), strict=True)]
+        return d
 
 
 def load_rgb(image: ImageLike) -> np.ndarray:
@@ -107,8 +118,10 @@ class FaceAnalyzer:
         crops = np.stack([align_face(rgb, f.landmarks, (c.height, c.width), template=c.template) for f in found])
         emb, sig = self.model.embed(crops)
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        u, q = self.model.uncertainty(sig), self.model.quality(sig)
         return [Face(np.asarray(f.box, np.float32)[:4], float(f.score), np.asarray(f.landmarks, np.float32),
-                     emb[i], None if sig is None else sig[i]) for i, f in enumerate(found)]
+                     emb[i], None if sig is None else sig[i], None if u is None else float(u[i]),
+                     None if q is None else float(q[i])) for i, f in enumerate(found)]
 
     def face(self, image: ImageLike, name: str = "photo") -> tuple[Face, list[str]]:
         """The largest face of ``image`` and notes (several faces); no face is a :class:`NoFaceError`."""
@@ -137,4 +150,6 @@ class FaceAnalyzer:
         threshold = self.threshold(far)
         (fa, na), (fb, nb) = self.face(a, "first photo"), self.face(b, "second photo")
         score = float(np.dot(fa.embedding, fb.embedding))
-        return Match(score, threshold, far, score >= threshold, na + nb)
+        pfe = fa.uncertainty is not None and fb.uncertainty is not None
+        return Match(score, threshold, far, score >= threshold, na + nb,
+                     (fa.uncertainty, fb.uncertainty) if pfe else None, (fa.quality, fb.quality) if pfe else None)

@@ -49,6 +49,19 @@ class FaceModel:
         """The aligned face's (height, width)."""
         return self.card.height, self.card.width
 
+    def uncertainty(self, sigma_sq: np.ndarray | None) -> np.ndarray | None:
+        """Per-face uncertainty (N,): the harmonic mean of each face's sigma^2 (PFE models), else None."""
+        from faceembed.faces.quality import uncertainties
+
+        return uncertainties(self.card, sigma_sq)
+
+    def quality(self, sigma_sq: np.ndarray | None) -> np.ndarray | None:
+        """Per-face quality (N,) in (0, 1], ``u_ref / (u_ref + u)`` with the card's ``quality.u_ref`` (0.5: the
+        median validation face); None for a model whose card has no quality reference."""
+        from faceembed.faces.quality import qualities
+
+        return qualities(self.card, sigma_sq)
+
     def embed(self, faces: np.ndarray, batch: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
         """Aligned uint8 RGB faces ``[N, H, W, 3]`` -> ``(embeddings [N, D], sigma_sq [N, D] or None)``, in chunks
         of ``batch`` (a fixed-batch graph is run in its own batch by the backend)."""

@@ -50,59 +50,112 @@ def _landmarks(path: str | Path | None) -> dict | None:
 
 
 def enroll_folder(images: str | Path, model: str | Path, out: str | Path, landmarks: str | Path | None = None,
-                  workers: int | None = None, engine: Engine = LOCAL, **options: Any) -> dict[str, Any]:
+                  workers: int | None = None, engine: Engine = LOCAL, min_quality: float | None = None,
+                  **options: Any) -> dict[str, Any]:
     """Enroll every person folder of ``images`` (``DIR/Name/photo``): detect, align, embed; a person's template
     is the mean of their unit embeddings (PFE models: precision-weighted fusion). Writes the gallery ``out``
     (and ``OUT.skipped.txt`` listing photos that were not used); returns a summary. ``options`` are
-    :class:`~faceembed.faces.embed.EmbedOptions` fields."""
+    :class:`~faceembed.faces.embed.EmbedOptions` fields.
+
+    ``min_quality`` (PFE models whose card has a quality reference): faces of quality below it are set aside,
+    not enrolled, and listed in ``set_aside`` and in ``OUT.skipped.txt`` (``quality 0.31 < 0.4``)."""
     from faceembed.evaluation.identification import build_gallery, save_gallery
+    from faceembed.faces.quality import check_min_quality, qualities, set_aside
+    from faceembed.models.card_io import read_card
 
     images, out = Path(images), Path(out)
     rels, people = identity_images(images)
+    card = read_card(model)
+    check_min_quality(card, min_quality, model)  # before any photo is read
     res = engine.embed(images, rels, model, _landmarks(landmarks), workers, **options)
     if not res.relpaths:
         raise FaceembedError("no face could be embedded", images)
+    kept, aside = set_aside(res.relpaths, qualities(card, res.sigma_sq), min_quality)
+    if not kept:
+        raise FaceembedError(f"no face could be enrolled: all {len(aside)} have quality below {min_quality:g}",
+                             images)
+    rows = _rows_of(res.relpaths, kept)
     label = dict(zip(rels, people, strict=True))
-    gal = build_gallery(res.embeddings, [label[r] for r in res.relpaths], res.sigma_sq,
-                        meta={"model": str(model), "images": str(images), "enrolled_images": len(res.relpaths)})
+    meta = {"model": str(model), "images": str(images), "enrolled_images": len(kept)}
+    if min_quality is not None:
+        meta.update({"min_quality": min_quality, "set_aside": len(aside)})
+    gal = build_gallery(res.embeddings[rows], [label[r] for r in kept],
+                        None if res.sigma_sq is None else res.sigma_sq[rows], meta=meta)
     save_gallery(out, gal)
+    left_out = res.failed + [(a["image"], a["reason"]) for a in aside]
     skipped = out.with_name(out.stem + ".skipped.txt")
-    if res.failed:
-        write_text(skipped, "".join(f"{r}\t{w}\n" for r, w in res.failed))
+    if left_out:
+        write_text(skipped, "".join(f"{r}\t{w}\n" for r, w in left_out))
     elif skipped.exists():  # an earlier enrollment's list: this gallery left nothing out
         skipped.unlink()
-    return {"people": len(gal), "images": len(res.relpaths), "used_whole": len(res.whole), "failed": len(res.failed),
-            "dim": int(gal.templates.shape[1]), "pfe_fusion": gal.sigma_sq is not None, "gallery": str(out),
-            "seconds": {k: round(v, 2) for k, v in res.seconds.items()}, "skipped": res.failed}
+    summary = {"people": len(gal), "images": len(kept), "used_whole": len(res.whole), "failed": len(res.failed),
+               "dim": int(gal.templates.shape[1]), "pfe_fusion": gal.sigma_sq is not None, "gallery": str(out),
+               "seconds": {k: round(v, 2) for k, v in res.seconds.items()}, "skipped": res.failed}
+    if min_quality is not None:
+        summary.update({"min_quality": min_quality, "set_aside": aside})
+    return summary
 
 
-def identify_photos(gallery: str | Path, images: Sequence[str | Path], model: str | Path | None = None,
-                    top_k: int = 5, threshold: float | None = None, method: str = "auto",
-                    workers: int | None = None, json_out: str | Path | None = None,
-                    **options: Any) -> dict[str, Any]:
-    """Name the person in each photo: the top-k gallery people with cosine scores (``unknown`` below
-    ``threshold``). ``model`` defaults to the one the gallery was made with. Returns ``{"answers": {photo:
-    [{"name", "score"}, ...]}, "failed": [...]}`` (also written to ``json_out``)."""
-    from faceembed.evaluation.identification import identify, load_gallery
+def _rows_of(relpaths: Sequence[str], kept: Sequence[str]) -> Any:
+    """Row indices (into ``relpaths``) of the ``kept`` photos, in ``relpaths`` order."""
+    import numpy as np
 
-    if method not in ("auto", "numpy", "faiss"):
-        raise FaceembedError(f"--method must be one of auto, numpy, faiss, not {method!r}")
-    gal = load_gallery(gallery)
+    keep = set(kept)
+    return np.asarray([i for i, r in enumerate(relpaths) if r in keep], dtype=np.int64)
+
+
+def _identify_model(gal: Any, model: str | Path | None) -> Path:
+    """The probes' model: ``model``, else the one the gallery names (a built-in or imported name works too)."""
     from faceembed.models.registry import resolve_model
 
     model = Path(model) if model is not None else Path(gal.meta.get("model") or "")
     if not str(model):
         raise MissingInputError("the gallery does not name its model: give --model")
-    model = resolve_model(model)  # a built-in or imported name works too
+    model = resolve_model(model)
     if not model.is_file():
         raise MissingInputError("face model not found (give --model)", model)
+    return model
+
+
+def identify_photos(gallery: str | Path, images: Sequence[str | Path], model: str | Path | None = None,
+                    top_k: int = 5, threshold: float | None = None, method: str = "auto",
+                    workers: int | None = None, json_out: str | Path | None = None, metric: str = "cosine",
+                    min_quality: float | None = None, **options: Any) -> dict[str, Any]:
+    """Name the person in each photo: the top-k gallery people with their scores (``unknown`` below
+    ``threshold``), by cosine or, with ``metric="mls"`` (a PFE gallery and model), by mutual likelihood score.
+    ``model`` defaults to the one the gallery was made with. Returns ``{"answers": {photo: [{"name", "score"},
+    ...]}, "failed": [...], "set_aside": [...]}`` plus, for PFE models, ``probes``: ``{photo: {"uncertainty",
+    "quality"}}`` (also written to ``json_out``). ``min_quality``: probes of quality below it are not
+    identified but listed in ``set_aside`` (``{"image", "quality", "reason"}``)."""
+    from faceembed.evaluation.identification import METRICS, identify, load_gallery
+    from faceembed.faces.quality import check_min_quality, face_report, has_sigma_sq, qualities, set_aside
+    from faceembed.models.card_io import read_card
+
+    if method not in ("auto", "numpy", "faiss"):
+        raise FaceembedError(f"--method must be one of auto, numpy, faiss, not {method!r}")
+    if metric not in METRICS:
+        raise FaceembedError(f"--metric must be one of {', '.join(METRICS)}, not {metric!r}")
+    gal = load_gallery(gallery)
+    model = _identify_model(gal, model)
+    card = read_card(model)
+    check_min_quality(card, min_quality, model)
+    if metric == "mls" and (gal.sigma_sq is None or not has_sigma_sq(card)):
+        what = "the gallery has no fused sigma_sq (enroll it with a PFE model)" if gal.sigma_sq is None else \
+            f"the model {card.name or model.name} has no sigma_sq output"
+        raise FaceembedError(f"--metric mls needs a PFE gallery and model: {what}")
     root, rels = expand_images(images)
     res = LOCAL.embed(root, rels, model, None, workers, **{"on_error": "skip", **options})
-    answers = identify(gal, res.embeddings, top_k, threshold, method) if res.relpaths else []
-    rows = {r: [{"name": n, "score": round(s, 4)} for n, s in hits]
-            for r, hits in zip(res.relpaths, answers, strict=True)}
-    result = {"gallery": str(gallery), "threshold": threshold, "answers": rows,
-              "failed": [{"image": r, "reason": w} for r, w in res.failed], "used_whole": len(res.whole)}
+    kept, aside = set_aside(res.relpaths, qualities(card, res.sigma_sq), min_quality)
+    rows = _rows_of(res.relpaths, kept)
+    sig = None if res.sigma_sq is None else res.sigma_sq[rows]
+    answers = identify(gal, res.embeddings[rows], top_k, threshold, method, metric, sig) if kept else []
+    rows_out = {r: [{"name": n, "score": round(s, 4)} for n, s in hits] for r, hits in zip(kept, answers, strict=True)}
+    result = {"gallery": str(gallery), "metric": metric, "threshold": threshold, "answers": rows_out,
+              "failed": [{"image": r, "reason": w} for r, w in res.failed], "used_whole": len(res.whole),
+              "min_quality": min_quality, "set_aside": aside}
+    report = face_report(card, sig)
+    if report is not None:
+        result["probes"] = dict(zip(kept, report, strict=True))
     if json_out:
         write_json(json_out, result)
     return result

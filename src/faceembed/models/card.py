@@ -4,7 +4,9 @@
 A card says how an aligned ``uint8`` crop becomes the input tensor (``input_name``, ``layout``, ``height``,
 ``width``, ``color``, ``x = (pixel - mean) / std`` per channel in the model's colour order, the alignment
 ``template``, a fixed or dynamic ``batch``), what the outputs mean (``outputs`` with roles,
-``embedding_size``, ``similarity``) and, when measured, the verification ``thresholds``. ONNX files carry it
+``embedding_size``, ``similarity``) and, when measured, the verification ``thresholds`` and, for PFE models,
+the face-``quality`` reference (``u_ref`` and the ``--min-quality`` values that reject 5 / 10 / 20 % of its
+calibration faces). ONNX files carry it
 as JSON in the metadata property ``faceembed.card``; faceembed checkpoints in ``extra["card"]``.
 """
 
@@ -111,6 +113,46 @@ class Thresholds:
             raise _bad(problems, "model card thresholds")
 
 
+@dataclasses.dataclass(frozen=True)
+class Quality:
+    """A PFE model's face-quality reference (:func:`faceembed.evaluation.rejection.face_quality`).
+
+    ``u_ref`` is the median face uncertainty (harmonic-mean sigma^2) of the calibration faces, so quality
+    ``q = u_ref / (u_ref + u)`` is 0.5 for the median face; ``min_quality_for_reject`` maps a fraction as text
+    (``"0.1"``) to the ``--min-quality`` value ``Q`` that rejects that fraction of those faces; ``protocol``
+    says which faces they were.
+    """
+
+    u_ref: float
+    min_quality_for_reject: dict[str, float]
+    protocol: str
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not (_is_num(self.u_ref) and self.u_ref > 0):
+            problems.append(f"'u_ref' is {self.u_ref!r}; need a positive number")
+        if not isinstance(self.protocol, str):
+            problems.append(f"'protocol' is {self.protocol!r}; need a text")
+        problems += _reject_problems(self.min_quality_for_reject)
+        if problems:
+            raise _bad(problems, "model card quality")
+
+
+def _reject_problems(table: Any) -> list[str]:
+    """Problems of ``min_quality_for_reject``: fractions in (0, 1) as text -> qualities in (0, 1], the qualities
+    not decreasing as the fraction grows (a larger share is rejected by a higher bar)."""
+    if not isinstance(table, dict):
+        return [f"'min_quality_for_reject' is {table!r}; need an object fraction -> quality"]
+    bad = [f"'min_quality_for_reject' entry {k!r}: {v!r}; need a fraction in (0, 1) as text and a quality in (0, 1]"
+           for k, v in table.items() if not (_far_rate_ok(k) and _is_num(v) and 0.0 < v <= 1.0)]
+    if bad:
+        return bad
+    ordered = [table[k] for k in sorted(table, key=float)]
+    if any(b < a for a, b in zip(ordered, ordered[1:], strict=False)):
+        return [f"'min_quality_for_reject' {table!r}: the quality must not fall as the fraction grows"]
+    return []
+
+
 def _far_rate_ok(rate: Any) -> bool:
     try:
         return isinstance(rate, str) and 0.0 < float(rate) < 1.0
@@ -138,6 +180,7 @@ class ModelCard:
     arch: str | None = None
     name: str | None = None
     source: str | None = None
+    quality: Quality | None = None  # PFE models: the face-quality reference (omitted from the JSON when None)
 
     def __post_init__(self) -> None:
         for key in ("mean", "std", "outputs"):  # lists are accepted and stored as tuples
@@ -168,6 +211,11 @@ class ModelCard:
         p += self._output_problems()
         if self.thresholds is not None and not isinstance(self.thresholds, Thresholds):
             p.append(f"'thresholds' is {self.thresholds!r}; need a Thresholds object or null")
+        if self.quality is not None and not isinstance(self.quality, Quality):
+            p.append(f"'quality' is {self.quality!r}; need a Quality object or null")
+        roles = [o.role for o in self.outputs if isinstance(o, OutputSpec)] if isinstance(self.outputs, tuple) else []
+        if self.quality is not None and "sigma_sq" not in roles:
+            p.append("'quality' is set but no output has role 'sigma_sq'")
         for key in ("arch", "name", "source"):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 p.append(f"'{key}' is {getattr(self, key)!r}; need a text or null")
@@ -224,6 +272,8 @@ class ModelCard:
         d = {"format": CARD_FORMAT, "version": CARD_VERSION, **dataclasses.asdict(self)}
         d["mean"], d["std"] = list(self.mean), list(self.std)
         d["outputs"] = [dataclasses.asdict(o) for o in self.outputs]
+        if self.quality is None:  # absent, not null: the JSON of every card without it stays as it was
+            del d["quality"]
         return d
 
     @classmethod
@@ -239,6 +289,8 @@ class ModelCard:
         kw["outputs"] = _outputs_from(kw["outputs"])
         if kw.get("thresholds") is not None:
             kw["thresholds"] = _thresholds_from(kw["thresholds"])
+        if kw.get("quality") is not None:
+            kw["quality"] = _quality_from(kw["quality"])
         return cls(**kw)
 
     def to_json(self, indent: int | None = None) -> str:
@@ -267,6 +319,11 @@ def _thresholds_from(value: Any) -> Thresholds:
     _check_keys(value, ("metric", "dataset", "protocol", "far"), ("best_accuracy", "accuracy"),
                 "model card thresholds")
     return Thresholds(**value)
+
+
+def _quality_from(value: Any) -> Quality:
+    _check_keys(value, ("u_ref", "min_quality_for_reject", "protocol"), (), "model card quality")
+    return Quality(**value)
 
 
 # ---- faceembed's own checkpoints and exports ------------------------------------------------------------

@@ -212,6 +212,16 @@ def _calibration(head, feats: LFWFeatures, va_idx: np.ndarray, va_lab: np.ndarra
             "val_pairs": len(pairs)}
 
 
+def _head_card(card: ModelCard, head, feats: LFWFeatures, va_idx: np.ndarray, k: int) -> ModelCard:
+    """Fold ``k``'s head's card with its face-quality reference, measured on the faces of the head's
+    *validation* people only (training people held out for early stopping; never fold ``k``'s test people)."""
+    from faceembed.evaluation.rejection import quality_reference
+
+    protocol = (f"LFW View 2 fold {k} head: u_ref and reject fractions on the {len(va_idx)} faces of its "
+                "validation people (held-out training people, not the test fold)")
+    return card.replace(quality=quality_reference(head_sigma_sq(head, feats.fmaps[va_idx]), protocol))
+
+
 def _reusable_head(path: Path, made_by: dict[str, Any], overwrite: bool) -> bool:
     """True when the head at ``path`` was made from ``made_by``; a head made otherwise is refused in one line
     naming what differs, or, with ``overwrite``, retrained (False)."""
@@ -314,10 +324,16 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
                     "val_metric": config.val_metric, "val_best": [h["best_metric"] for h in hists],
                     "val_cosine": hists[0].get("val_cosine"),
                     "train_s": round(time.perf_counter() - t0, 2), "config": dataclasses.asdict(config),
-                    "backbone_source": backbone_ckpt.name, "made_by": made_by, "card": pfe_card.to_dict()}
+                    "backbone_source": backbone_ckpt.name, "made_by": made_by,
+                    "card": _head_card(pfe_card, model.head, feats, va_idx, k).to_dict()}
             info["calibration"] = _calibration(model.head, feats, va_idx, va_lab, config.max_val_genuine_per_person,
                                                config.seed + k + 1)
             save_checkpoint(head_path, "pfe", pfe_cfg, model, pfe_spec, extra=info)
+        if "quality" not in info.get("card", {}):  # a head saved by an earlier version: add its quality reference
+            from faceembed.models.card_io import write_card
+
+            info["card"] = _head_card(pfe_card, model.head, feats, va_idx, k).to_dict()
+            write_card(head_path, ModelCard.from_dict(info["card"]))
         if info.get("calibration", {}).get("method") != "logistic":  # heads saved by an earlier version
             info["calibration"] = _calibration(model.head, feats, va_idx, va_lab, config.max_val_genuine_per_person,
                                                config.seed + k + 1)
