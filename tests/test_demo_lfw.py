@@ -1,10 +1,11 @@
-"""``faceembed demo lfw --quick``: cross-fold PFE heads -> PyTorch, ONNX fp32 / fp16, OpenVINO int8 -> verify ->
+"""``faceembed demo lfw --quick``: cross-fold PFE heads -> PyTorch, ONNX fp32, OpenVINO int8 -> verify ->
 rejection curves, on the real LFW and the published MobileFaceNet; a rerun resumes from the kept features."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,11 @@ pytestmark = [
                        or not (SHARED / "lfw" / "pairs.txt").is_file(),
                        reason="../shared/data (LFW, MobileFaceNet) not found: real-data test skipped"),
     pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="OpenVINO not installed"),
+    # about 10 min on 2 cores (20 exports, 10 quantizations): it does not fit CI's 30 minutes beside the rest
+    pytest.mark.skipif(os.environ.get("FACEEMBED_SLOW_DEMOS") != "1",
+                       reason="demo lfw end to end takes ~10 min: run with FACEEMBED_SLOW_DEMOS=1"),
 ]
-RUNS = ("pytorch", "onnx_fp32", "onnx_fp16", "openvino_int8")
+RUNS = ("pytorch", "onnx_fp32", "openvino_int8")  # --quick: no fp16 row, no mirror images
 
 
 def test_lfw_demo_quick(tmp_path, monkeypatch):
@@ -33,7 +37,6 @@ def test_lfw_demo_quick(tmp_path, monkeypatch):
     assert result["cosine"]["pytorch"] >= 0.985
     for metric in ("cosine", "mls"):
         assert abs(result[metric]["onnx_fp32"] - result[metric]["pytorch"]) <= 0.0005
-        assert abs(result[metric]["onnx_fp16"] - result[metric]["pytorch"]) <= 0.002
         assert abs(result[metric]["openvino_int8"] - result[metric]["pytorch"]) <= 0.005
     for metric in ("cosine", "mls"):
         curves = result["rejection"][metric]["curves"]

@@ -30,11 +30,13 @@ WEIGHTS = "weights/mobilefacenet_casia_112x96.ckpt"
 RUNS = {"pytorch": ("torch", None, None), "onnx_fp32": ("ort", "fp32", None), "onnx_fp16": ("ort", "fp16", None),
         "openvino_int8": ("openvino", "int8", "int8")}
 CALIBRATION_IMAGES = 256
+QUICK_RUNS = ("pytorch", "onnx_fp32", "openvino_int8")  # --quick: no fp16 row, no mirror images, no int8 search
 
 
-def _fold_model(out: Path, key: str, fold: int, parity: Path, calibration: np.ndarray | None = None):
+def _fold_model(out: Path, key: str, fold: int, parity: Path, calibration: np.ndarray | None = None,
+                search: bool = True):
     """The backend that runs fold ``fold``'s PFE model for run ``key``, exporting (or quantizing on
-    ``calibration``, images of people outside the fold) on first use."""
+    ``calibration``, images of people outside the fold; ``search``: the float-layer search) on first use."""
     from faceembed.export.parity_inputs import export_checkpoint
     from faceembed.inference.backends import load_backend
 
@@ -50,7 +52,8 @@ def _fold_model(out: Path, key: str, fold: int, parity: Path, calibration: np.nd
         if not fp32.exists():
             export_checkpoint(ckpt, fp32, parity_input=parity)
         assert calibration is not None, "int8 needs calibration images"
-        quantize_model(fp32, calibration, onnx_path, max_images=len(calibration))
+        quantize_model(fp32, calibration, onnx_path, max_images=len(calibration),
+                       **({} if search else {"min_cosine": None}))
     elif not onnx_path.exists():
         export_checkpoint(ckpt, onnx_path, fp16=file_precision == "fp16", parity_input=parity)
     return load_backend(onnx_path, backend, precision=precision)
@@ -71,9 +74,10 @@ def _heads_digest(out: Path) -> str:
     return hashlib.sha256(heads.encode()).hexdigest()[:12]
 
 
-def _run_features(out: Path, key: str, x: np.ndarray, x_flip: np.ndarray, names: list[str],
+def _run_features(out: Path, key: str, x: np.ndarray, x_flip: np.ndarray | None, names: list[str],
                   fold_rows: list[np.ndarray], parity: Path) -> dict[str, np.ndarray]:
-    """``{"names", "mu", "sigma_sq", "mu_flip"}`` of every pair image, fold k's images through fold k's model;
+    """``{"names", "mu", "sigma_sq"}`` (+ ``"mu_flip"`` with ``x_flip``) of every pair image, fold k's images
+    through fold k's model (without ``x_flip``: the quick version, int8 without the float-layer search);
     kept in ``OUT/features/HEADS/KEY.npz`` (``HEADS``: the digest of the heads that made them; a rerun reads it)."""
     from faceembed.files import write_with
 
@@ -86,13 +90,16 @@ def _run_features(out: Path, key: str, x: np.ndarray, x_flip: np.ndarray, names:
         rows = fold_rows[k]
         others = np.setdiff1d(np.arange(len(x)), rows)  # other folds' images: people outside fold k
         calib = x[others[np.linspace(0, len(others) - 1, CALIBRATION_IMAGES).astype(int)]]
-        backend = _fold_model(out, key, k, parity, calib)
+        backend = _fold_model(out, key, k, parity, calib, search=x_flip is not None)
         m, s = run_batched(backend, x[rows])
-        mf, _ = run_batched(backend, x_flip[rows])
         if mu is None:
             mu, sig, mu_flip = (np.zeros((len(names), m.shape[1]), np.float32) for _ in range(3))
-        mu[rows], sig[rows], mu_flip[rows] = m, s, mf
-    feats = {"names": np.array(names), "mu": mu, "sigma_sq": sig, "mu_flip": mu_flip}
+        mu[rows], sig[rows] = m, s
+        if x_flip is not None:
+            mu_flip[rows] = run_batched(backend, x_flip[rows])[0]
+    feats = {"names": np.array(names), "mu": mu, "sigma_sq": sig}
+    if x_flip is not None:
+        feats["mu_flip"] = mu_flip
     path.parent.mkdir(parents=True, exist_ok=True)
     write_with(path, lambda tmp: _savez(tmp, feats))
     return feats
@@ -146,7 +153,8 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
     step(f"align the {len(names)} pair images")
     faces = align_images_in_memory(lfw / "images", read_landmarks(lfw / "lfw_landmark.txt"), names,
                                    size=(card.height, card.width), progress=progress, template=card.template)
-    x, x_flip = face_tensors(faces, card), face_tensors(faces, card, flip=True)
+    x, x_flip = face_tensors(faces, card), None if quick else face_tensors(faces, card, flip=True)
+    runs = QUICK_RUNS if quick else tuple(RUNS)
     parity = out / "parity_faces.npy"
     if not parity.exists():
         out.mkdir(parents=True, exist_ok=True)
@@ -157,17 +165,18 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
 
     result: dict[str, Any] = {"pairs": len(pairs), "folds": 10, "cosine": {}, "mls": {},
                               "cosine_flip_meansub": {}, "auc": {}, "tar_at_far_1e-3": {}}
-    for key in RUNS:
-        step(f"{key}: run every fold's model on its pair images and their mirror images")
+    for key in runs:
+        step(f"{key}: run every fold's model on its pair images" + ("" if quick else " and their mirror images"))
         run = _run_features(out, key, x, x_flip, names, fold_rows, parity)
-        feats, sigmas, flips = (dict(zip(names, run[k], strict=True)) for k in ("mu", "sigma_sq", "mu_flip"))
+        feats, sigmas = (dict(zip(names, run[k], strict=True)) for k in ("mu", "sigma_sq"))
         cos = verify_features(pairs, feats, metric="cosine", flip_mode=None)
         mls = calibrated_mls(pairs, verify_features(pairs, feats, sigma_sq=sigmas, metric="mls", flip_mode=None),
                              torch_results["folds"])
-        fms = verify_features(pairs, feats, metric="cosine", flip_features=flips, flip_mode="concat",
-                              mean_subtract=True)
         result["cosine"][key], result["mls"][key] = cos.accuracy, mls.accuracy
-        result["cosine_flip_meansub"][key] = fms.accuracy
+        if "mu_flip" in run:
+            flips = dict(zip(names, run["mu_flip"], strict=True))
+            result["cosine_flip_meansub"][key] = verify_features(
+                pairs, feats, metric="cosine", flip_features=flips, flip_mode="concat", mean_subtract=True).accuracy
         result["auc"][key] = {"cosine": cos.auc, "mls": mls.auc}
         result["tar_at_far_1e-3"][key] = {"cosine": cos.tar_at_far.get("0.001"), "mls": mls.tar_at_far.get("0.001")}
         if key == "onnx_fp32":
@@ -177,7 +186,7 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
     step("latency of the exported PFE model (ONNX Runtime fp32, OpenVINO int8)")
     result["latency_ms_per_image"] = {key: latency_per_image(_fold_model(out, key, 0, parity), x[:32], (1, 32))
                                       for key in ("onnx_fp32", "openvino_int8")}
-    result["features"] = {key: str(out / "features" / _heads_digest(out) / f"{key}.npz") for key in RUNS}
+    result["features"] = {key: str(out / "features" / _heads_digest(out) / f"{key}.npz") for key in runs}
     result["backbone"] = card.name or Path(backbone).stem
     result["pfe_training"] = {"cosine": torch_results["cosine"], "mls": torch_results["mls"],
                               "timing_s": torch_results.get("timing_s")}
@@ -232,10 +241,10 @@ def _lfw_table(result: dict[str, Any]) -> None:
     for col in ("model", "cosine", "MLS", "cosine flip + mean-sub", "ms/image b1", "ms/image b32"):
         table.add_column(col, justify="right" if col != "model" else "left")
     lat = result.get("latency_ms_per_image", {})
-    for key in RUNS:
-        lk = lat.get(key, {})
+    for key in result["cosine"]:
+        lk, fms = lat.get(key, {}), result["cosine_flip_meansub"].get(key)
         table.add_row(key, f"{result['cosine'][key]:.4f}", f"{result['mls'][key]:.4f}",
-                      f"{result['cosine_flip_meansub'][key]:.4f}",
+                      "" if fms is None else f"{fms:.4f}",
                       f"{lk['1']:.2f}" if "1" in lk else "", f"{lk['32']:.2f}" if "32" in lk else "")
     Console().print(table)
     for metric, rej in result.get("rejection", {}).items():
