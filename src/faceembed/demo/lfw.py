@@ -12,6 +12,8 @@ batch 1 and 32. Rerunning resumes.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -65,13 +67,21 @@ def _onnx_path(out: Path, fold: int, precision: str) -> Path:
 
 def _heads_digest(out: Path) -> str:
     """A short digest of the 10 trained heads: exports and features are kept under it, so that heads trained
-    again (another backbone, another config) never meet the files of the old ones."""
-    import hashlib
+    again (another backbone, another config) never meet the files of the old ones. Hashed once per state of the
+    head files (path, size, mtime), not on every model load."""
+    heads = [out / "pfe" / "heads" / f"fold_{k:02d}.pt" for k in range(10)]
+    return _digest_of(tuple((str(h), h.stat().st_size, h.stat().st_mtime_ns) for h in heads))
 
+
+@functools.lru_cache(maxsize=8)
+def _digest_of(stamps: tuple[tuple[str, int, int], ...]) -> str:
     from faceembed.files import file_sha256
 
-    heads = "".join(file_sha256(out / "pfe" / "heads" / f"fold_{k:02d}.pt") for k in range(10))
-    return hashlib.sha256(heads.encode()).hexdigest()[:12]
+    return hashlib.sha256("".join(file_sha256(path) for path, _, _ in stamps).encode()).hexdigest()[:12]
+
+
+def _features_path(out: Path, key: str) -> Path:
+    return out / "features" / _heads_digest(out) / f"{key}.npz"
 
 
 def _run_features(out: Path, key: str, x: np.ndarray, x_flip: np.ndarray | None, names: list[str],
@@ -81,7 +91,7 @@ def _run_features(out: Path, key: str, x: np.ndarray, x_flip: np.ndarray | None,
     kept in ``OUT/features/HEADS/KEY.npz`` (``HEADS``: the digest of the heads that made them; a rerun reads it)."""
     from faceembed.files import write_with
 
-    path = out / "features" / _heads_digest(out) / f"{key}.npz"
+    path = _features_path(out, key)
     if path.is_file():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
@@ -186,7 +196,7 @@ def run_lfw_demo(out: str | Path, json_path: str | Path | None = None, data: str
     step("latency of the exported PFE model (ONNX Runtime fp32, OpenVINO int8)")
     result["latency_ms_per_image"] = {key: latency_per_image(_fold_model(out, key, 0, parity), x[:32], (1, 32))
                                       for key in ("onnx_fp32", "openvino_int8")}
-    result["features"] = {key: str(out / "features" / _heads_digest(out) / f"{key}.npz") for key in runs}
+    result["features"] = {key: str(_features_path(out, key)) for key in runs}
     result["backbone"] = card.name or Path(backbone).stem
     result["pfe_training"] = {"cosine": torch_results["cosine"], "mls": torch_results["mls"],
                               "timing_s": torch_results.get("timing_s")}
