@@ -33,7 +33,7 @@ class SmallNet(nn.Module):
 
 @pytest.fixture
 def small_onnx(tmp_path, monkeypatch):
-    monkeypatch.setenv("FACEEMBED_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FACEEMBED_CACHE", str(tmp_path / "cache"))
     monkeypatch.setitem(models.MODELS, "small_auto_test", f"{__name__}:SmallNet")
     torch.manual_seed(0)
     ckpt = tmp_path / "small.pt"

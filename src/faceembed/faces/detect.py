@@ -8,9 +8,17 @@ Cascade (Zhang et al. 2016, with the conventions of the ``mtcnn`` package whose 
    ``crop_and_resize`` sampling, zero = mid-grey outside the image): score > 0.7, regression, NMS 0.7, squared.
 3. O-Net on 48x48 crops: score > 0.8, landmarks, regression, NMS 0.7 by intersection over the smaller box.
 
-Networks run on ONNX Runtime (``backend="ort"``, default: exported once into the cache folder) or PyTorch
-eager (``backend="torch"``); both give the same faces (tested). One detector per process, ``threads`` intra-op
-threads; :mod:`faceembed.faces.detect_files` runs one per core.
+Networks run on OpenVINO (``backend="openvino"``, f32 precision hint), ONNX Runtime (``"ort"``; both on the
+ONNX files exported once into the cache folder) or PyTorch eager (``"torch"``); all give the same faces
+(tested; OpenVINO and ONNX Runtime outputs differ by float noise, ~3e-6). ``"auto"`` is ``"ort+openvino"``
+where OpenVINO is installed (else ONNX Runtime): P-Net on ONNX Runtime, R-Net and O-Net on OpenVINO f32. One
+thread, median of rounds on a loaded machine (``python scripts/pipeline_speed.py --detector-backends``): 160 LFW
+photos 11.5 / 5.56 / 5.15 ms per photo (ort / ort+openvino / openvino), the same photos at mixed sizes 10.0 /
+8.53 / 10.4: P-Net's input size changes with every photo size and pyramid level, which OpenVINO's dynamic shapes
+pay for, so P-Net stays on ONNX Runtime. OpenVINO's bf16 hint is faster again but moves the nets' scores by up
+to 0.06 (``--detector-nets``), so it is not used. One detector per process,
+``threads`` intra-op threads; :mod:`faceembed.faces.detect_files` and :mod:`faceembed.faces.pipeline` run one
+per core.
 
 LFW note: faces there are about 100 px in 250x250 images, so ``min_face_size=40`` (6 pyramid levels, the
 smallest P-Net input 14x14) loses none of them and costs a fraction of the package's default of 20 px.
@@ -29,7 +37,18 @@ import numpy as np
 from faceembed.errors import FaceembedError
 from faceembed.faces import nms as B
 
-DETECT_BACKENDS = ("ort", "torch")
+DETECT_BACKENDS = ("auto", "ort+openvino", "openvino", "ort", "torch")
+
+
+def resolve_detect_backend(backend: str) -> str:
+    """``auto``: ``ort+openvino`` where OpenVINO is installed (the fastest, see module doc), else ``ort``."""
+    if backend != "auto":
+        return backend
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "ort"
+    return "ort+openvino"
 
 
 @dataclass(frozen=True)
@@ -169,23 +188,47 @@ class _OrtNets:
         return self._run("onet", x)
 
 
+class _OpenVinoNets(_OrtNets):
+    """OpenVINO f32 for the nets in ``on_openvino``, ONNX Runtime for the others."""
+
+    def __init__(self, paths: dict[str, Path], threads: int, on_openvino: tuple[str, ...] = ("pnet", "rnet", "onet")):
+        import openvino as ov
+
+        super().__init__({k: p for k, p in paths.items() if k not in on_openvino}, threads)
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": max(1, threads)}
+        self.requests = {k: core.compile_model(core.read_model(str(paths[k])), "CPU", config).create_infer_request()
+                         for k in on_openvino}
+
+    def _run(self, name: str, x: np.ndarray) -> list[np.ndarray]:
+        if name not in self.requests:
+            return super()._run(name, x)
+        request = self.requests[name]
+        request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return [np.array(t.data) for t in request.output_tensors]
+
+
 class MTCNNDetector:
     """MTCNN on one process. ``checkpoint``: a converted MTCNN checkpoint (default: the cached conversion of
     the ``mtcnn`` package's weights, made on first use)."""
 
     def __init__(self, checkpoint: str | Path | None = None, config: DetectorConfig | None = None,
-                 backend: str = "ort", threads: int = 1):
+                 backend: str = "auto", threads: int = 1):
         from faceembed.models.checkpoint import load_checkpoint
         from faceembed.models.mtcnn_weights import mtcnn_checkpoint
 
         if backend not in DETECT_BACKENDS:
             raise FaceembedError(f"detector backend must be one of {', '.join(DETECT_BACKENDS)}, got {backend!r}")
         self.config = config or DetectorConfig()
-        self.backend = backend
+        self.backend = backend = resolve_detect_backend(backend)
         path = mtcnn_checkpoint(checkpoint)
         if backend == "torch":
             model, _, _ = load_checkpoint(path, expect_arch="mtcnn")
             self.nets = _TorchNets(model, threads)
+        elif backend in ("openvino", "ort+openvino"):
+            on_openvino = ("pnet", "rnet", "onet") if backend == "openvino" else ("rnet", "onet")
+            self.nets = _OpenVinoNets(prepare_onnx(path), threads, on_openvino)
         else:
             self.nets = _OrtNets(prepare_onnx(path), threads)
 

@@ -31,18 +31,28 @@ class FaceModel:
     path: Path
     backend: object
     card: ModelCard
+    config: dict = field(default_factory=dict)  # how it runs: file, backend, precision (and why: ``source``)
 
     @classmethod
     def load(cls, path: str | Path, backend: str | None = None, threads: int | None = None) -> FaceModel:
-        """Open ``path``: ``.pt`` on PyTorch, ``.onnx`` on ONNX Runtime unless ``backend`` says otherwise."""
+        """Open ``path``. ``backend`` None or ``"auto"``: the fastest accurate (file, backend, precision) that
+        :func:`~faceembed.inference.autoselect.choose_model_config` measured for this file on this machine
+        (cached; a checkpoint may run as its cached ONNX twin); a backend name runs the file as given."""
         from faceembed.inference.backends import load_backend
         from faceembed.models.card_io import read_card
         from faceembed.models.registry import resolve_model
 
         path = resolve_model(path)
         card = read_card(path)
-        be = backend or ("ort" if path.suffix == ".onnx" else "torch")
-        return cls(path, load_backend(path, be, threads=threads), card)
+        if backend not in (None, "auto"):
+            return cls(path, load_backend(path, backend, threads=threads), card,
+                       {"file": str(path), "backend": backend, "source": "given"})
+        from faceembed.inference.autoselect import choose_model_config
+
+        config = choose_model_config(path, threads, lambda: _sample_faces(card))
+        run = _LazyBackend(lambda: load_backend(config["file"], config["backend"], config["precision"], threads))
+        return cls(path, run, card, {k: config[k] for k in ("file", "backend", "precision", "ms_per_image",
+                                                            "source")})
 
     @property
     def size(self) -> tuple[int, int]:
@@ -86,6 +96,32 @@ class FaceModel:
         return np.concatenate(embs).astype(np.float32), (np.concatenate(sigs).astype(np.float32) if sigs else None)
 
 
+class _LazyBackend:
+    """A backend opened on first use: the overlapped pipeline's parent never runs the model (its workers open
+    their own), so it skips the compile."""
+
+    def __init__(self, open_backend):
+        self._open, self._backend = open_backend, None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._backend is None:
+            self._backend = self._open()
+        return getattr(self._backend, name)
+
+
+def _sample_faces(card: ModelCard, n: int = 16) -> np.ndarray:
+    """Rows to time and check candidate backends on: smooth pseudo-random crops of the card's size, preprocessed
+    per the card (fixed seed: the same rows on every machine)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    faces = np.stack([cv2.resize(s, (card.width, card.height), interpolation=cv2.INTER_CUBIC) for s in small])
+    return preprocess(faces if card.channels == 3 else faces[..., :1], card)
+
+
 @dataclass
 class EmbedResult:
     """Embeddings of the images that went through (``relpaths`` rows), and ``failed`` ``(relpath, reason)``;
@@ -98,27 +134,31 @@ class EmbedResult:
     seconds: dict[str, float] = field(default_factory=dict)
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)
     whole: list[str] = field(default_factory=list)  # photos used whole (no detector, or no face found)
+    config: dict = field(default_factory=dict)  # the model's run configuration (FaceModel.config)
 
 
 @dataclass(frozen=True)
 class EmbedOptions:
     """How photos are embedded, the same for the local and the Ray engine: which face to ``keep`` when a photo
     has several (largest | center), ``on_error`` skip | stop, MTCNN's ``min_face_size`` and runtime
-    (``detector_backend`` ort | torch), progress bars."""
+    (``detector_backend`` auto | ort+openvino | openvino | ort | torch, see :mod:`faceembed.faces.detect`),
+    progress bars."""
 
     keep: str = "largest"
     on_error: str = "skip"
     min_face_size: float = 40.0
-    detector_backend: str = "ort"
+    detector_backend: str = "auto"
     progress: bool = False
     detector: str = "mtcnn"  # none: every photo is already a face crop, used whole
     no_face: str = "skip"  # whole: a photo where MTCNN finds no face is used whole instead of being lost
 
     def check(self) -> EmbedOptions:
         """One clear error for a bad choice."""
+        from faceembed.faces.detect import DETECT_BACKENDS
+
         for name, value, choices in (("keep", self.keep, ("largest", "center")),
                                      ("on-error", self.on_error, ("skip", "stop")),
-                                     ("detector-backend", self.detector_backend, ("ort", "torch")),
+                                     ("detector-backend", self.detector_backend, DETECT_BACKENDS),
                                      ("detector", self.detector, ("mtcnn", "none")),
                                      ("no-face", self.no_face, ("skip", "whole"))):
             if value not in choices:
@@ -135,6 +175,8 @@ def embed_images(root: str | Path | None, relpaths: Sequence[str], model: FaceMo
     Images without a face or unreadable ones are skipped (``failed``) or, with ``on_error="stop"``, raise.
     """
     o = EmbedOptions(**options).check()
+    if landmarks is None and o.detector == "mtcnn":
+        return _embed_overlapped(root, relpaths, model, workers, o)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     landmarks, failed, whole = find_faces(root, relpaths, landmarks, workers, o)
@@ -148,7 +190,26 @@ def embed_images(root: str | Path | None, relpaths: Sequence[str], model: FaceMo
     emb, sig = model.embed(faces) if len(faces) else (np.zeros((0, model.card.embedding_size), np.float32), None)
     seconds["embed"] = time.perf_counter() - t
     marks = {r: landmarks[r] for r in ok if not isinstance(landmarks[r], str)}
-    return EmbedResult(ok, emb, sig, failed, seconds, marks, [r for r in whole if r in set(ok)])
+    return EmbedResult(ok, emb, sig, failed, seconds, marks, [r for r in whole if r in set(ok)], model.config)
+
+
+def _embed_overlapped(root: str | Path | None, relpaths: Sequence[str], model: FaceModel, workers: int | None,
+                      o: EmbedOptions) -> EmbedResult:
+    """:func:`embed_images` through :func:`faceembed.faces.pipeline.run_pipeline` (decode, detect, align and
+    embed overlapped on every core); the same photos, landmarks and crops as the stage-by-stage path."""
+    from faceembed.faces.pipeline import PhotoOptions, check_stop, failure, run_pipeline
+
+    po = PhotoOptions(keep=o.keep, no_face=o.no_face, min_face_size=o.min_face_size,
+                      detector_backend=o.detector_backend)
+    res = run_pipeline(root, relpaths, model, po, workers, progress=o.progress)
+    if o.on_error == "stop":
+        check_stop(res.photos, root)
+    kept = [p for p in res.photos if p.ok]
+    failed = [(p.rel, failure(p, root)) for p in res.photos if not p.ok]
+    marks = {p.rel: p.landmarks for p in kept if p.landmarks is not None}
+    seconds = {**res.seconds, "wall": res.wall}
+    return EmbedResult([p.rel for p in kept], res.embeddings, res.sigma_sq, failed, seconds, marks,
+                       [p.rel for p in kept if p.whole], model.config)
 
 
 def find_faces(root: str | Path | None, relpaths: Sequence[str], landmarks: dict | None, workers: int | None,
@@ -166,7 +227,8 @@ def find_faces(root: str | Path | None, relpaths: Sequence[str], landmarks: dict
     whole: list[str] = []
     if landmarks is None:
         det = detect_files(root, relpaths, DetectorConfig(min_face_size=o.min_face_size),
-                           backend=o.detector_backend, workers=workers, keep=o.keep,
+                           backend="ort" if o.detector_backend == "auto" else o.detector_backend,
+                           workers=workers, keep=o.keep,
                            on_error="skip" if o.no_face == "whole" else o.on_error, progress=o.progress)
         landmarks = dict(det.landmarks)
         for rel, reason in det.failed:

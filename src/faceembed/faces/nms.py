@@ -77,10 +77,15 @@ def overlap(box: np.ndarray, boxes: np.ndarray, method: str = "union") -> np.nda
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "union") -> np.ndarray:
     """Greedy non-maximum suppression: indices of the kept boxes, highest score first.
 
-    A box is dropped when its overlap with an already kept, higher-scoring box is above ``threshold``.
+    A box is dropped when its overlap (:func:`overlap`) with an already kept, higher-scoring box is above
+    ``threshold``. The same arithmetic as :func:`overlap`, with the coordinates and areas taken out once.
     """
+    if method not in ("union", "min"):
+        raise ValueError(f"method must be 'union' or 'min', got {method!r}")
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     order = np.argsort(-np.asarray(scores, dtype=np.float64).reshape(-1), kind="stable")
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     keep: list[int] = []
     while order.size:
         i = int(order[0])
@@ -88,7 +93,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, method: str = "
         rest = order[1:]
         if rest.size == 0:
             break
-        order = rest[overlap(b[i], b[rest], method) <= threshold]
+        ix = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
+        iy = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
+        inter = ix * iy
+        denom = areas[i] + areas[rest] - inter if method == "union" else np.minimum(areas[i], areas[rest])
+        ov = np.divide(inter, denom, out=np.zeros_like(inter), where=denom > 0)
+        order = rest[ov <= threshold]
     return np.asarray(keep, dtype=np.int64)
 
 

@@ -6,8 +6,13 @@ PyTorch (fp32 and bf16). Each candidate is timed on the same batch (real inputs 
 ``sample``, as ``infer`` does with its first input file; else a fixed pseudo-random batch in the pixel
 range); one whose first output has cosine < ``COSINE_MIN`` on any row to the first candidate's (ONNX
 Runtime, or PyTorch fp32, on the same file) is rejected. The choice is cached per (file hash, machine,
-threads, batch) in ``$FACEEMBED_CACHE_DIR/auto_backend.json`` (default ``~/.cache/faceembed``), so only the
-first run measures; ``faceembed bench`` writes the same cache for the files it measures.
+threads, batch) in ``auto_backend.json`` in faceembed's cache folder (``$FACEEMBED_CACHE``, default
+``~/.cache/faceembed``), so only the first run measures; ``faceembed bench`` writes the same cache for the files
+it measures.
+
+:func:`choose_model_config` does the same for the photo paths (``FaceModel.load`` without a backend): a
+checkpoint is also exported once to an ONNX twin in the cache, so ONNX Runtime and OpenVINO compete with
+PyTorch on it, every candidate checked against PyTorch fp32 on the checkpoint itself.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ CACHE_NAME = "auto_backend.json"
 
 
 def cache_path() -> Path:
-    """Where auto choices are kept: ``$FACEEMBED_CACHE_DIR`` or ``~/.cache/faceembed``."""
-    root = os.environ.get("FACEEMBED_CACHE_DIR") or Path.home() / ".cache" / "faceembed"
-    return Path(root) / CACHE_NAME
+    """Where auto choices are kept: ``auto_backend.json`` in :func:`faceembed.files.cache_dir`."""
+    from faceembed.files import cache_dir
+
+    return cache_dir() / CACHE_NAME
 
 
 def machine_id() -> str:
@@ -174,3 +180,102 @@ def load_auto(path: str | Path, threads: int | None = None, batch: int = 32, pre
     """Open ``path`` with the backend ``choose_backend`` picks."""
     name, prec = resolve_backend(path, "auto", precision, threads, batch, sample)
     return load_backend(path, name, prec, threads)
+
+
+# ---- photo paths: one model file (checkpoint or ONNX) -> its fastest accurate (file, backend, precision) ----------
+
+MODEL_BATCH = 16  # the photo paths' measurement batch: cheap (about a second per candidate) and done once
+
+
+def onnx_twin(checkpoint: str | Path) -> Path:
+    """A faceembed checkpoint exported once to ONNX (NHWC input, dynamic batch, the checkpoint's card) in the
+    cache folder, keyed by the checkpoint's hash; the same file on every later call."""
+    import onnx
+    import torch
+
+    from faceembed.files import cache_dir, write_with
+    from faceembed.models.card_io import card_to_onnx, read_card
+    from faceembed.models.checkpoint import load_checkpoint
+    from faceembed.models.to_onnx import torch_to_onnx
+
+    checkpoint = Path(checkpoint)
+    out = cache_dir() / "onnx_twins" / f"{checkpoint.stem}-{file_hash(checkpoint)}.onnx"
+    if out.is_file():
+        return out
+    model, spec, _ = load_checkpoint(checkpoint)
+    card = read_card(checkpoint).replace(layout="NHWC", batch=None, input_name=spec.input_name,
+                                         source=checkpoint.name)
+
+    class _NHWC(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model.eval()
+
+        def forward(self, x):
+            return tuple(self.model(x.permute(0, 3, 1, 2)))
+
+    def _export(tmp: Path) -> None:
+        torch_to_onnx(_NHWC().eval(), torch.zeros(2, *spec.nhwc), tmp, spec.input_name, spec.output_names,
+                      {0: "batch"}, 17)
+        proto = onnx.load(str(tmp))
+        for key, value in (("faceembed.precision", "fp32"), ("faceembed.input", json.dumps(spec.to_dict()))):
+            proto.metadata_props.add(key=key, value=value)
+        card_to_onnx(proto, card)
+        onnx.save(proto, str(tmp))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_with(out, _export)
+    return out
+
+
+def model_candidates(path: str | Path) -> list[tuple[Path, str, str]]:
+    """(file, backend, precision) the photo paths may run ``path`` as; the first is the accuracy reference."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        twin = onnx_twin(path)
+        return [(path, b, p) for b, p in candidates(path)] + [(twin, b, p) for b, p in candidates(twin)]
+    return [(path, b, p) for b, p in candidates(path)]
+
+
+def measure_model_config(path: str | Path, threads: int | None, sample: np.ndarray, batch: int = MODEL_BATCH,
+                         min_seconds: float = 0.15) -> dict[str, Any]:
+    """Time every :func:`model_candidates` entry on ``sample`` (preprocessed rows) and pick the fastest whose
+    rows all keep cosine >= :data:`COSINE_MIN` to the reference (PyTorch fp32 on a checkpoint)."""
+    from faceembed.inference.timing import time_calls
+
+    x = np.ascontiguousarray(np.resize(sample, (batch, *sample.shape[1:])), dtype=np.float32)
+    reference = None
+    tried: list[dict[str, Any]] = []
+    for file, backend, prec in model_candidates(path):
+        entry: dict[str, Any] = {"file": str(file), "backend": backend, "precision": prec}
+        try:
+            be = load_backend(file, backend, prec, threads)
+            out = be.run(x)[0]
+            reference = out if reference is None else reference
+            cosine = _min_cosine(out, reference)
+            ms = float(np.median(time_calls(be, x, warmup=2, min_runs=3, min_seconds=min_seconds)))
+        except FaceembedError as exc:
+            tried.append({**entry, "error": exc.one_line()})
+            continue
+        tried.append({**entry, "ms_per_image": ms / batch, "min_cosine": cosine, "accuracy_ok": cosine >= COSINE_MIN})
+    ok = [t for t in tried if t.get("accuracy_ok")]
+    if not ok:
+        raise BackendUnavailableError("no candidate backend reproduces the fp32 outputs", path)
+    best = min(ok, key=lambda t: t["ms_per_image"])
+    return {"file": best["file"], "backend": best["backend"], "precision": best["precision"],
+            "ms_per_image": best["ms_per_image"], "source": "measured for the photo paths", "candidates": tried}
+
+
+def choose_model_config(path: str | Path, threads: int | None, sample: Callable[[], np.ndarray],
+                        batch: int = MODEL_BATCH) -> dict[str, Any]:
+    """The cached photo-path configuration of ``path`` on this machine (``file``, ``backend``, ``precision``),
+    measured on ``sample()`` and cached on first use; a cached entry whose file has gone is measured again."""
+    key = f"photos|{cache_key(path, threads, batch)}"
+    hit = _read_cache().get(key)
+    if hit is not None and Path(hit.get("file", "")).is_file():
+        return hit
+    choice = measure_model_config(path, threads, sample(), batch)
+    cache = _read_cache()
+    cache[key] = {**choice, "model": str(path), "time": time.strftime("%F %T")}
+    write_json(cache_path(), cache)
+    return cache[key]
