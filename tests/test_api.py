@@ -142,3 +142,17 @@ def test_builtin_model_card_and_shipped_thresholds():
     assert (card.height, card.width, card.template, card.embedding_size) == (150, 150, "dlib", 128)
     assert set(card.thresholds.far) == {"0.01", "0.001", "0.0001"} and "LFW" in card.thresholds.dataset
     assert fe.list_models()["builtin"][0]["name"] == "dlib-resnet"
+
+
+def test_rgba_arrays_are_composited_on_white_like_rgba_files(tmp_path):
+    from PIL import Image
+
+    from faceembed.faces.analyzer import load_rgb
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (9, 7, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert np.array_equal(load_rgb(rgba), load_rgb(tmp_path / "a.png"))
+    a = rgba.astype(np.float64)
+    direct = np.round((a[..., :3] * a[..., 3:] + 255 * (255 - a[..., 3:])) / 255)
+    assert np.abs(load_rgb(rgba).astype(np.float64) - direct).max() <= 0.5

@@ -110,6 +110,9 @@ CASES = [
     (["import", "src.ckpt", "--out", "m.pt"], "--arch", "arch"),
     (["compare", "photos/Ann/a.png", "photos/Ann/a.png", "--model", "model.pt"], "--detector", "detector"),
     (["calibrate", "--model", "model.pt", "--data", "feats"], "--far", "--far"),
+    (["cluster", "photos", "--out", "p.json"], "--detector", "--detector"),
+    (["cluster", "photos", "--out", "p.json"], "--no-face", "--no-face"),
+    (["cluster", "photos", "--out", "p.json"], "--algorithm", "--algorithm"),
 ]
 
 
@@ -133,7 +136,8 @@ def test_every_command_with_a_choice_is_covered():
 
     listed = set(re.findall(r"│ ([a-z][a-z0-9-]+) {2,}", proc.stdout))
     covered = {args[0] for args, _, _ in CASES}
-    no_choices = {"export", "accuracy", "train-pfe", "card", "demo", "models"}
+    no_choices = {"export", "accuracy", "train-pfe", "card", "demo", "models", "serve", "collection",
+                  "people", "evaluate-clustering"}
     assert listed - covered - no_choices == set(), f"commands with no case here: {listed - covered - no_choices}"
 
 

@@ -67,6 +67,7 @@ def test_sphere20_layer_names_match_the_port() -> None:
         SphereNet(depth=21)
 
 
+@pytest.mark.realdata
 def test_real_checkpoint_loads_strict() -> None:
     need_data()
     payload = torch.load(MFN_CKPT, map_location="cpu", weights_only=True)
@@ -106,6 +107,7 @@ def test_import_round_trip_synthetic(tmp_path: Path) -> None:
         assert torch.equal(model(x)[0], _raw_output(sd, x))
 
 
+@pytest.mark.realdata
 def test_import_round_trip_real(tmp_path: Path) -> None:
     need_data()
     summary = import_checkpoint(MFN_CKPT, tmp_path / "mfn.pt")

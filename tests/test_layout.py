@@ -8,8 +8,8 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "src" / "faceembed"
 
 #: Folder (or top-level module) -> layer; a module may import its own layer and the layers below it.
-LAYERS = {"cli": 7, "demo": 6, "api": 6, "bench": 5, "export": 5, "convert": 5, "training": 5, "batch": 4,
-          "faces": 4, "engines": 4, "inference": 3, "evaluation": 3, "data": 2, "models": 2, "losses": 1,
+LAYERS = {"cli": 7, "demo": 6, "serve": 6, "api": 6, "bench": 5, "export": 5, "convert": 5, "training": 5, "batch": 4,
+          "faces": 4, "engines": 4, "store": 3, "inference": 3, "evaluation": 3, "data": 2, "models": 2, "losses": 1,
           "report": 1, "fingerprint": 1, "files": 0, "errors": 0, "__init__": 8, "__main__": 8}
 MAX_LINES = 400
 

@@ -215,6 +215,7 @@ def test_images_read_and_list(tmp_path: Path) -> None:
             read_image_rgb(tmp_path / name)
 
 
+@pytest.mark.realdata
 def test_real_pairs_view2() -> None:
     root = shared_data()
     pairs = read_pairs(root / "lfw" / "pairs.txt")
@@ -231,6 +232,7 @@ def test_real_pairs_view2() -> None:
     assert all(p.name1 != p.name2 for p in pairs if not p.same)
 
 
+@pytest.mark.realdata
 def test_real_pairs_view1_and_landmarks() -> None:
     root = shared_data() / "lfw"
     train = read_pairs(root / "pairsDevTrain.txt")
@@ -248,6 +250,7 @@ def test_real_pairs_view1_and_landmarks() -> None:
     assert set(pair_images(read_pairs(root / "pairs.txt"))) <= set(a)
 
 
+@pytest.mark.realdata
 @pytest.mark.slow
 def test_real_image_listing() -> None:
     root = shared_data() / "lfw" / "images"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-pytestmark = pytest.mark.skipif(not (SHARED / "lfw" / "pairs.txt").is_file(),
-                                reason="../shared/data not found: real-data test skipped")
+pytestmark = [pytest.mark.realdata, pytest.mark.slow,
+              pytest.mark.skipif(not (SHARED / "lfw" / "pairs.txt").is_file(),
+                                 reason="../shared/data not found: real-data test skipped")]
 
 
 def cli(*args: str, cwd: Path) -> str:

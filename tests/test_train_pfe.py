@@ -82,3 +82,40 @@ def test_crossfold_heads_results_and_reuse(tiny_lfw, tmp_path):
     again = train_pfe_crossfold(backbone, root, root / "lfw_landmark.txt", out, CONFIG, progress=False, workers=1)
     assert all(f.get("reused") for f in again["folds"]) and again["mls"] == res["mls"]
     assert json.loads((out / "pfe_results.json").read_text())["mls"] == res["mls"]
+
+
+def test_the_same_command_twice_gives_the_same_heads(tiny_lfw, tmp_path):
+    """Deterministic on one machine: two fresh runs (separate processes whose default thread counts differ, no
+    shared cache) write bitwise-identical heads and the same figures."""
+    import os
+    import subprocess
+    import sys
+
+    root, backbone = tiny_lfw
+    script = ("import sys, dataclasses, json; from pathlib import Path\n"
+              "from faceembed.training.pfe_fit import PFETrainConfig\n"
+              "from faceembed.training.train_pfe import train_pfe_crossfold\n"
+              "cfg = PFETrainConfig(**json.loads(sys.argv[3]))\n"
+              "r = train_pfe_crossfold(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[2]) / 'lfw_landmark.txt',"
+              " Path(sys.argv[4]), cfg, progress=False, workers=1)\n"
+              "print(json.dumps({'mls': r['mls'], 'cosine': r['cosine']}))\n")
+    config = json.dumps({**dataclasses_asdict(CONFIG), "heads": 2})
+    outs = []
+    for run, omp in (("a", "1"), ("b", "2")):
+        env = {**os.environ, "OMP_NUM_THREADS": omp}
+        proc = subprocess.run([sys.executable, "-c", script, str(backbone), str(root), config, str(tmp_path / run)],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert outs[0] == outs[1]
+    for fold in ("fold_00.pt", "fold_01.pt"):
+        a, _, _ = load_checkpoint(tmp_path / "a" / "heads" / fold, expect_arch="pfe")
+        b, _, _ = load_checkpoint(tmp_path / "b" / "heads" / fold, expect_arch="pfe")
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+            assert torch.equal(x, y), f"{fold}: {name} differs"
+
+
+def dataclasses_asdict(config: PFETrainConfig) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(config)

@@ -22,6 +22,7 @@ _API = {
     "Face": "faceembed.faces.analyzer",
     "Match": "faceembed.faces.analyzer",
     "Gallery": "faceembed.faces.gallery",
+    "Collection": "faceembed.faces.collection",
     "FaceModel": "faceembed.faces.embed",
     "ModelCard": "faceembed.models.card",
     "read_card": "faceembed.models.card_io",
@@ -31,6 +32,15 @@ _API = {
     "NoFaceError": "faceembed.errors",
     "NoThresholdsError": "faceembed.errors",
     "LowQualityError": "faceembed.errors",
+    "cluster_folder": "faceembed.faces.cluster",
+    "cluster_faces": "faceembed.faces.cluster",
+    "cluster_into_store": "faceembed.faces.people_store",
+    "evaluate_people": "faceembed.faces.cluster_eval",
+    "list_people": "faceembed.faces.people_edit",
+    "rename_person": "faceembed.faces.people_edit",
+    "merge_people": "faceembed.faces.people_edit",
+    "split_person": "faceembed.faces.people_edit",
+    "not_person": "faceembed.faces.people_edit",
 }
 
 __all__ = ["load_model", *_API, "__version__"]

@@ -240,10 +240,15 @@ def prepare_output(inputs: str | Path, output_dir: str | Path, model: str | Path
     return files, manifest, out_dir
 
 
-def resolve_for_inputs(model: str | Path, backend: str, precision: str | None, threads: int | None,
+def resolve_for_inputs(model: str | Path, backend: str | None, precision: str | None, threads: int | None,
                        inputs: str | Path) -> tuple[str, str | None]:
-    """``auto`` resolved into a (backend, precision) pair, measuring a model it has not seen on the rows of the
-    first file of ``inputs`` (the files ``infer`` is about to run) instead of a pseudo-random batch."""
+    """The (backend, precision) pair to run: the model's own kind's backend when none is named
+    (:func:`~faceembed.inference.backends.default_backend`); ``auto`` measured on the rows of the first file of
+    ``inputs`` (the files ``infer`` is about to run) instead of a pseudo-random batch."""
+    from faceembed.inference.backends import default_backend
+
+    if backend is None:
+        return default_backend(model), precision
     if backend != "auto":
         return backend, precision
     from faceembed.inference.autoselect import resolve_backend
@@ -262,7 +267,7 @@ def resolve_for_inputs(model: str | Path, backend: str, precision: str | None, t
     return resolve_backend(model, "auto", precision, threads, sample=first_rows)
 
 
-def open_backend(model: str | Path, backend: str, precision: str | None, threads: int | None, provider: str,
+def open_backend(model: str | Path, backend: str | None, precision: str | None, threads: int | None, provider: str,
                  inputs: str | Path) -> Backend:
     """``load_backend`` on the pair :func:`resolve_for_inputs` gives (``auto`` measured on ``inputs``)."""
     name, prec = resolve_for_inputs(model, backend, precision, threads, inputs)
@@ -274,7 +279,8 @@ class InferOptions:
     """How ``infer`` runs, the same for the local and the Ray engine.
 
     ``outfmt`` BIN | TXT | NPY; ``batch`` runs each file in chunks of N items; ``loop`` runs each file K times
-    (timing); ``backend`` ort | openvino | torch | auto and ``precision`` pick the runtime; ``on_error`` stop |
+    (timing); ``backend`` ort | openvino | torch | auto (None: torch for ``.pt``, ort for ``.onnx``) and
+    ``precision`` pick the runtime; ``on_error`` stop |
     skip (bad inputs go to ``skipped.txt``)."""
 
     outfmt: str = "BIN"
@@ -282,7 +288,7 @@ class InferOptions:
     loop: int = 1
     threads: int | None = None
     provider: str = "cpu"
-    backend: str = "ort"
+    backend: str | None = None
     precision: str | None = None
     warmup: int = 2
     on_error: str = "stop"

@@ -285,3 +285,42 @@ def tobin_photos(images: str | Path, out_dir: str | Path, model: str | Path | No
              "preprocess": _describe(card, how), **recorded}
     return write_batches(face_tensors(faces, card), None, out_dir, batch_size, name="{i}.bin", extra=extra,
                          input_name=card.input_name, items=ok, failed=failed, layout=card.layout)
+
+
+#: The ``tobin`` options each dataset takes (any other one given is refused, naming it).
+TOBIN_OPTIONS = {
+    "mnist": {"split", "shuffle_seed", "data", "limit"},
+    "lfw": {"landmarks", "pairs", "all_images", "flip", "on_error", "model", "data", "limit"},
+    "photos": {"images", "model", "landmarks", "on_error", "detector", "no_face", "keep"},
+}
+_TOBIN_DEFAULTS = {"split": "test", "shuffle_seed": None, "landmarks": None, "pairs": None, "all_images": False,
+                   "flip": False, "on_error": None, "model": None, "images": None, "detector": "mtcnn",
+                   "no_face": "skip", "keep": "largest", "data": None, "limit": None}
+
+
+def tobin_dataset(dataset: str, out: str | Path, batch_size: int | None = None, progress: bool = True,
+                  **options: Any) -> Any:
+    """``faceembed tobin DATASET``: MNIST digits, LFW faces or a photo folder as input tensor files. ``options``
+    are the command's (``split``, ``limit``, ``data``, ``landmarks``, ``pairs``, ``all_images``, ``flip``,
+    ``on_error``, ``model``, ``images``, ``detector``, ``no_face``, ``keep``); one given to a dataset it does not
+    apply to is one clear error naming it, before any work."""
+    if dataset not in TOBIN_OPTIONS:
+        raise FaceembedError(f"unknown dataset {dataset!r}; choose mnist, lfw or photos")
+    o = {**_TOBIN_DEFAULTS, **options}
+    unknown = set(options) - set(_TOBIN_DEFAULTS)
+    if unknown:
+        raise FaceembedError(f"tobin takes no option {', '.join(sorted(unknown))}")
+    wrong = [k for k, v in options.items() if v != _TOBIN_DEFAULTS[k] and k not in TOBIN_OPTIONS[dataset]]
+    if wrong:
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        raise FaceembedError(f"{flags} does not apply to 'tobin {dataset}'")
+    if dataset == "mnist":
+        return tobin_mnist(out, o["split"], batch_size or 32, o["limit"], o["shuffle_seed"], data_root=o["data"])
+    if dataset == "lfw":
+        return tobin_lfw(o["data"] or Path("../shared/data/lfw"), out, o["landmarks"], batch_size or 1,
+                         pairs_only=not o["all_images"], flip=o["flip"], limit=o["limit"], progress=progress,
+                         pairs=o["pairs"], on_error=o["on_error"] or "stop", model=o["model"])
+    if o["images"] is None:
+        raise FaceembedError("tobin photos needs --images FOLDER")
+    return tobin_photos(o["images"], out, o["model"], o["landmarks"], batch_size or 1, progress=progress,
+                        on_error=o["on_error"] or "skip", detector=o["detector"], no_face=o["no_face"], keep=o["keep"])

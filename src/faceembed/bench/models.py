@@ -27,8 +27,9 @@ from faceembed.export.onnx_export import export_onnx
 from faceembed.export.quantize import quantize_model
 from faceembed.models import build
 from faceembed.models.checkpoint import MNIST_INPUT, FACE_INPUT_112x96, save_checkpoint
+from faceembed.models.registry import BENCH_RECIPES
 
-BENCH_MODELS = ("mnist", "mobilefacenet", "sphere20", "sphere64", "pfe", "pfe-sphere64")
+BENCH_MODELS = tuple(BENCH_RECIPES)
 WEIGHTS = "weights/mobilefacenet_casia_112x96.ckpt"
 MNIST_TRAINED = ("runs/demo/train/checkpoint.pt", "runs/bench/mnist_trained.pt")
 PFE_TRAINED = ("runs/demo/pfe/heads/fold_00.pt",)  # a head trained by 'faceembed demo lfw'
@@ -177,6 +178,24 @@ def is_model_file(name: str) -> bool:
         return False
     return Path(name).suffix.lower() in (".onnx", ".pt", ".pth", ".ckpt") or name in BUILTIN or \
         name in {p.stem for p in imported_models()}
+
+
+def bench_model_names(text: str) -> list[str]:
+    """``bench --models``: comma-separated benchmark recipes, model names or model files, checked before any
+    work (an unknown name or a missing file is one clear error)."""
+    from faceembed.errors import FaceembedError
+    from faceembed.models.registry import is_model_name
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    files = [n for n in names if is_model_file(n)]
+    for f in files:
+        if not is_model_name(f) and not Path(f).is_file():  # names (dlib-resnet) resolve when prepared
+            raise FaceembedError(f"--models: model file {f!r} not found")
+    unknown = [n for n in names if n not in files and n not in BENCH_MODELS]
+    if unknown or not names:
+        raise FaceembedError(f"--models takes a comma-separated list of {', '.join(BENCH_MODELS)}, model names "
+                             f"(faceembed models) or model files, not {text!r}")
+    return names
 
 
 def card_inputs(card: Any, data: Path | None, n: int) -> np.ndarray:

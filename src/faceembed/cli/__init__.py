@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from faceembed.cli import faces, models, photos, pipeline  # noqa: F401  (registers the commands)
+from faceembed.cli import cluster, collection, lfw, models, photos, pipeline, serve  # noqa: F401  (registers the commands)
 from faceembed.cli._app import app
 from faceembed.errors import FaceembedError
 

@@ -25,6 +25,11 @@ Detector = Annotated[str, typer.Option(help="mtcnn (find the face) | none (every
                                              "used whole).")]
 NoFace = Annotated[str, typer.Option(help="A photo where MTCNN finds no face: skip (listed) | whole (used whole "
                                           "as a face crop; counted in the summary).")]
+#: The face model of every photo command: the built-in model unless told otherwise.
+FaceModelOption = Annotated[str, typer.Option("--model", help="Face model: a name (faceembed models: built-in "
+                                                              "dlib-resnet, or imported with faceembed import) "
+                                                              "or a file with a model card (.onnx, .pt).")]
+DEFAULT_MODEL = "dlib-resnet"
 NumWorkers = Annotated[int | None, typer.Option(help="ray: workers (default: one per CPU).")]
 
 

@@ -1,4 +1,4 @@
-"""Face commands: align, verify (with uncertainty rejection), train PFE heads."""
+"""LFW and PFE commands: align, verify (with uncertainty rejection), train PFE heads."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from faceembed.cli._app import Address, Engine, NumWorkers, Overwrite, Progress, app, parse_size, print_json
 from faceembed.errors import FaceembedError
 
-PANEL = "Faces: LFW and PFE"
+PANEL = "LFW and PFE: align, verify, train-pfe"
 
 
 @app.command(rich_help_panel=PANEL)
@@ -98,13 +98,16 @@ def verify(
 
 @app.command("train-pfe", rich_help_panel=PANEL)
 def train_pfe(
-    backbone: Annotated[Path, typer.Option(help="faceembed checkpoint of the frozen backbone ('faceembed import').")],
+    backbone: Annotated[str, typer.Option(help="The frozen backbone: a model name (dlib-resnet) or a faceembed "
+                                               "checkpoint ('faceembed import').")],
     out: Annotated[Path, typer.Option(help="Output folder: heads/fold_KK.pt, pfe_results.json, cache/.")],
     lfw: Annotated[Path, typer.Option(help="LFW folder (images/, pairs.txt).")] = Path("../shared/data/lfw"),
     landmarks: Annotated[Path | None, typer.Option(help="Landmark file (default LFW lfw_landmark.txt).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Most training steps per head.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     heads: Annotated[int | None, typer.Option(help="Heads per model (averaged log sigma^2).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads (default 2): a fixed count makes reruns "
+                                                     "identical; another count is another run.")] = None,
     flip_augment: Annotated[bool | None, typer.Option(
         "--flip-augment/--no-flip-augment", help="Train on mirror images too (their features are cached).")] = None,
     overwrite: Overwrite = False,
@@ -116,7 +119,7 @@ def train_pfe(
     from faceembed.training.train_pfe import PFETrainConfig, train_pfe_crossfold
 
     config = PFETrainConfig()
-    given = {"max_steps": max_steps, "seed": seed, "heads": heads, "flip_augment": flip_augment}
+    given = {"max_steps": max_steps, "seed": seed, "heads": heads, "flip_augment": flip_augment, "threads": threads}
     config = replace(config, **{k: v for k, v in given.items() if v is not None})
     result = train_pfe_crossfold(backbone, lfw, landmarks or lfw / "lfw_landmark.txt", out, config, progress,
                                  overwrite=overwrite)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from faceembed.cli._app import Detector, Progress, app, check_choices, print_json
+from faceembed.cli._app import Progress, app, check_choices, print_json
 from faceembed.errors import FaceembedError
 
 PANEL = "Models: import, cards"
@@ -62,12 +62,14 @@ def import_(
 
 @app.command(rich_help_panel=PANEL)
 def card(
-    model: Annotated[Path, typer.Argument(help="A model: .onnx or faceembed checkpoint (.pt).")],
+    model: Annotated[str, typer.Argument(help="A model: a name (faceembed models), .onnx or faceembed checkpoint "
+                                             "(.pt).")],
 ) -> None:
-    """Print a model's card: input, layout, colour, normalisation, alignment, batch, outputs, thresholds."""
-    from faceembed.models.card_io import read_card
+    """Print a model's card: input, layout, colour, normalisation, alignment, batch, outputs, thresholds (for a
+    built-in model, whether they are the shipped ones or the user's calibration)."""
+    from faceembed.models.card_io import model_card_report
 
-    print_json(read_card(model).to_dict())
+    print_json(model_card_report(model))
 
 
 @app.command(rich_help_panel=PANEL)
@@ -75,25 +77,36 @@ def models() -> None:
     """List the built-in models (what, input, licence, where the weights come from, LFW accuracy measured here)
     and the models imported into the cache by name."""
     from faceembed.models.registry import list_models
+    from faceembed.models.user_calibration import calibration_of
 
-    print_json(list_models())
+    listed = list_models()
+    for entry in listed["builtin"]:
+        entry["calibration"] = calibration_of(entry["name"])
+    print_json(listed)
 
 
 @app.command(rich_help_panel=PANEL)
 def calibrate(
-    model: Annotated[Path, typer.Option(help="Model file or name (e.g. dlib-resnet).")],
+    model: Annotated[str, typer.Option(help="Model file or name (e.g. dlib-resnet).")],
     data: Annotated[Path, typer.Option(help="The LFW folder (images/, pairs.txt).")] = Path("../shared/data/lfw"),
     pairs: Annotated[Path | None, typer.Option(help="Pairs file whose images are used (DATA/pairs.txt).")] = None,
     landmarks: Annotated[Path | None, typer.Option(help="Landmark file (default DATA/lfw_landmark.txt).")] = None,
     far: Annotated[str, typer.Option(help="Comma-separated false-accept rates.")] = "1e-2,1e-3,1e-4",
-    write: Annotated[bool, typer.Option(help="Store the thresholds in the model's card.")] = True,
+    write: Annotated[bool, typer.Option(help="Store the thresholds in the model's card (a built-in model: as the "
+                                             "user's calibration, kept apart from the shipped card).")] = True,
+    reset: Annotated[bool, typer.Option(help="A built-in model: forget the user's calibration (the shipped "
+                                             "thresholds come back); measures nothing.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the measurement as JSON.")] = None,
     progress: Progress = True,
 ) -> None:
     """Measure the similarity threshold at each false-accept rate (and the accuracy-optimal one) on LFW and write
     them, with the protocol, into the model's card."""
-    from faceembed.faces.calibrate import calibrate_model
+    from faceembed.faces.calibrate import calibrate_model, reset_calibration
     from faceembed.files import write_json
+
+    if reset:
+        print_json(reset_calibration(model))
+        return
 
     try:
         fars = tuple(float(v) for v in far.split(","))
@@ -104,37 +117,5 @@ def calibrate(
     result = calibrate_model(model, data, pairs, landmarks, fars, write, progress=progress)
     if json_out:
         write_json(json_out, result)
-    print_json({k: result[k] for k in ("model", "at_far", "best_accuracy", "ten_fold_accuracy", "genuine_pairs",
-                                       "impostor_pairs")})
-
-
-@app.command(rich_help_panel=PANEL)
-def compare(
-    first: Annotated[Path, typer.Argument(help="A photo (any image format).")],
-    second: Annotated[Path, typer.Argument(help="Another photo.")],
-    model: Annotated[str, typer.Option(help="Model file or name.")] = "dlib-resnet",
-    far: Annotated[float, typer.Option(help="False-accept rate of the threshold (from the model's card).")] = 1e-3,
-    detector: Detector = "mtcnn",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
-) -> None:
-    """Are the faces in two photos the same person? Similarity, the threshold at --far, same or different."""
-    from faceembed.faces.analyzer import FaceAnalyzer
-    from faceembed.files import write_json
-
-    check_choices(("detector", detector, ("mtcnn", "none")))
-    if not 0 < far < 1:
-        raise FaceembedError(f"--far must be a rate between 0 and 1 (e.g. 1e-3), not {far}")
-    analyzer = FaceAnalyzer(model, detector=detector)
-    match = analyzer.compare(first, second, far)
-    for note in match.notes:
-        typer.echo(f"faceembed: note: {note}", err=True)
-    typer.echo(f"{'same' if match.same else 'different'}: similarity {match.score:.4f}, threshold {match.threshold:.4f}"
-               f" at FAR {far:g} ({analyzer.card.name or Path(model).name}, {analyzer.card.thresholds.dataset})")
-    if match.uncertainty is not None:  # PFE models: each face's uncertainty, and quality where the card has u_ref
-        u = f"uncertainty {', '.join(f'{v:.4g}' for v in match.uncertainty)}"
-        if None in match.quality:
-            typer.echo(f"faces: {u} (the card has no quality reference)")
-        else:
-            typer.echo(f"faces: quality {', '.join(f'{v:.2f}' for v in match.quality)}; {u}")
-    if json_out:
-        write_json(json_out, {"first": str(first), "second": str(second), "model": str(model), **match.to_dict()})
+    print_json({k: result[k] for k in ("model", "written", "at_far", "best_accuracy", "ten_fold_accuracy",
+                                       "genuine_pairs", "impostor_pairs")})

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from faceembed.cli._app import (
+    DEFAULT_MODEL,
     Address,
     Detector,
     Engine,
+    FaceModelOption,
     NoFace,
     NumWorkers,
     Overwrite,
@@ -20,7 +21,7 @@ from faceembed.cli._app import (
     check_choices,
     print_json,
 )
-from faceembed.faces.people import expand_images
+from faceembed.errors import FaceembedError
 
 PANEL = "Photos: detect and identify"
 
@@ -28,6 +29,9 @@ Workers = Annotated[int | None, typer.Option(help="Processes (default: all cores
 OnError = Annotated[str, typer.Option(help="skip (bad images / no face: one line each, listed in a skip list) | stop.")]
 Keep = Annotated[str, typer.Option(help="Several faces in a photo: keep the largest | the one nearest the center.")]
 MinFace = Annotated[float, typer.Option(help="Smallest face to find, pixels (P-Net pyramid starts there).")]
+StoreUrl = Annotated[str | None, typer.Option("--db", help="A store (sqlite:///path.db | postgresql://...) "
+                                                          "instead of a gallery file; with --collection.")]
+CollectionName = Annotated[str | None, typer.Option(help="A collection of --db (faceembed collection create).")]
 MinQuality = Annotated[float | None, typer.Option(help="PFE models with a quality reference in their card: set "
                                                        "aside faces of quality below Q, 0..1 (0.5 = the median "
                                                        "validation face; see 'faceembed card', quality).")]
@@ -65,33 +69,21 @@ def detect(
 ) -> None:
     """Find faces (MTCNN) and 5 landmarks; write OUT, OUT.json (boxes, scores) and OUT.skipped.txt. A killed run
     resumes: finished chunks are kept in OUT.parts/ until OUT is written."""
-    from faceembed.faces.detect import DetectorConfig
-    from faceembed.faces.detect_files import claim_parts, detect_files, write_detections
+    from faceembed.faces.people import detect_photos
 
     _check_photo_options(keep, on_error)
     check_choices(("format", fmt, ("xxyy", "interleaved")), ("backend", backend, ("ort", "torch")))
-    root, rels = expand_images(images)
-    config = DetectorConfig(min_face_size=min_face_size)
-    parts = claim_parts(out, root, rels, config, keep, backend, overwrite)  # a killed run resumes from here
-    result = detect_files(root, rels, config, checkpoint, backend, workers, keep, on_error,  # type: ignore[arg-type]
-                          progress, parts=parts)
-    _echo_failures(result.failed)
-    summary = write_detections(out, result, fmt)
-    shutil.rmtree(parts)
-    if reference is not None:
-        from faceembed.data.lfw import read_landmarks
-        from faceembed.evaluation.landmarks import compare_to_reference
-
-        summary["reference"] = compare_to_reference(result.landmarks, read_landmarks(reference), rels)
+    summary, failed = detect_photos(images, out, keep, on_error, min_face_size, fmt, backend, checkpoint, reference,
+                                    workers, overwrite, progress)
+    _echo_failures(failed)
     print_json(summary)
 
 
 @app.command(rich_help_panel=PANEL)
 def enroll(
     images: Annotated[Path, typer.Option(help="One folder per person: DIR/Name/photo.jpg.")],
-    model: Annotated[Path, typer.Option(help="Face model: a file with a model card (.onnx, .pt), or a name "
-                                              "(dlib-resnet, or one imported with faceembed import).")],
-    out: Annotated[Path, typer.Option(help="Gallery file (.npz) to write.")],
+    out: Annotated[Path | None, typer.Option(help="Gallery file (.npz) to write (or --db and --collection).")] = None,
+    model: FaceModelOption = DEFAULT_MODEL,
     landmarks: Annotated[Path | None, typer.Option(help="Landmark file (default: detect with MTCNN).")] = None,
     keep: Keep = "largest",
     on_error: OnError = "skip",
@@ -103,6 +95,8 @@ def enroll(
     engine: Engine = "local",
     address: Address = None,
     num_workers: NumWorkers = None,
+    db: StoreUrl = None,
+    collection: CollectionName = None,
     progress: Progress = True,
 ) -> None:
     """Enroll every person folder: detect, align, embed; template = mean of unit embeddings (PFE: fused).
@@ -113,6 +107,15 @@ def enroll(
 
     _check_photo_options(keep, on_error, detector, no_face)
     check_quality_value(min_quality)
+    from faceembed.faces.collection_folders import enroll_folder_into_collection, need_target
+
+    if db is not None or collection is not None:
+        summary = enroll_folder_into_collection(images, db, collection, None if model == DEFAULT_MODEL else model,
+                                                min_quality, detector, no_face, progress, min_face_size, out=out)
+        _echo_failures(summary.pop("skipped"))
+        _echo_set_aside(summary.get("set_aside", []))
+        return print_json(summary)
+    need_target("--out", out)
     summary = enroll_folder(images, model, out, landmarks, workers, Engine(engine, address, num_workers),
                             min_quality, keep=keep, on_error=on_error, min_face_size=min_face_size,
                             progress=progress, detector=detector, no_face=no_face)
@@ -130,8 +133,9 @@ def _echo_set_aside(aside: list[dict], limit: int = 50) -> None:
 
 @app.command(rich_help_panel=PANEL)
 def identify(
-    gallery: Annotated[Path, typer.Option(help="Gallery from 'faceembed enroll'.")],
     images: Annotated[list[Path], typer.Option(help="Probe image folder or files (repeatable).")],
+    gallery: Annotated[Path | None, typer.Option(help="Gallery from 'faceembed enroll' (or --db and "
+                                                      "--collection).")] = None,
     model: Annotated[Path | None, typer.Option(help="Face model (default: the one the gallery was made with).")] = None,
     top_k: Annotated[int, typer.Option(help="Names to list per photo.")] = 5,
     threshold: Annotated[float | None, typer.Option(help="Score (of --metric) below which the answer is "
@@ -146,6 +150,8 @@ def identify(
     no_face: NoFace = "skip",
     min_quality: MinQuality = None,
     workers: Workers = None,
+    db: StoreUrl = None,
+    collection: CollectionName = None,
     progress: Progress = False,
 ) -> None:
     """Name the person in each photo: top-k gallery people with cosine (or MLS) scores ('unknown' below
@@ -156,9 +162,16 @@ def identify(
     _check_photo_options(keep, None, detector, no_face)
     check_choices(("method", method, ("auto", "numpy", "faiss")), ("metric", metric, ("cosine", "mls")))
     check_quality_value(min_quality)
-    result = identify_photos(gallery, images, model, top_k, threshold, method, workers, json_out, metric,
-                             min_quality, keep=keep, min_face_size=min_face_size, progress=progress,
-                             detector=detector, no_face=no_face)
+    from faceembed.faces.collection_folders import identify_photos_in_collection, need_target
+
+    if db is not None or collection is not None:
+        result = identify_photos_in_collection(db, collection, images, model, top_k, threshold, json_out, detector,
+                                               no_face, min_face_size, gallery=gallery)
+    else:
+        need_target("--gallery", gallery)
+        result = identify_photos(gallery, images, model, top_k, threshold, method, workers, json_out, metric,
+                                 min_quality, keep=keep, min_face_size=min_face_size, progress=progress,
+                                 detector=detector, no_face=no_face)
     _echo_failures([(f["image"], f["reason"]) for f in result["failed"]])
     _echo_set_aside(result["set_aside"])
     probes = result.get("probes", {})
@@ -171,8 +184,7 @@ def identify(
 @app.command("evaluate-identification", rich_help_panel=PANEL)
 def evaluate_identification(
     images: Annotated[Path, typer.Argument(help="One folder per person (e.g. LFW images/).")],
-    model: Annotated[Path, typer.Option(help="Face model: a file with a model card (.onnx, .pt), or a name "
-                                              "(dlib-resnet, or one imported with faceembed import).")],
+    model: FaceModelOption = DEFAULT_MODEL,
     min_images: Annotated[int, typer.Option(help="Use people with at least this many images.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the gallery/probe split and of the impostor people.")] = 0,
     gallery_fraction: Annotated[float, typer.Option(help="Share of each person's images enrolled.")] = 0.5,
@@ -203,3 +215,35 @@ def evaluate_identification(
     for metric, res in result.get("by_metric", {}).items():  # PFE models: cosine and MLS
         brief[metric] = {"rank1": res["rank1"], "rank5": res["rank5"], "dir_at_far": res.get("open_set", {}).get("dir")}
     print_json(brief)
+
+
+@app.command(rich_help_panel=PANEL)
+def compare(
+    first: Annotated[Path, typer.Argument(help="A photo (any image format).")],
+    second: Annotated[Path, typer.Argument(help="Another photo.")],
+    model: FaceModelOption = DEFAULT_MODEL,
+    far: Annotated[float, typer.Option(help="False-accept rate of the threshold (from the model's card).")] = 1e-3,
+    detector: Detector = "mtcnn",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
+) -> None:
+    """Are the faces in two photos the same person? Similarity, the threshold at --far, same or different."""
+    from faceembed.faces.analyzer import FaceAnalyzer
+    from faceembed.files import write_json
+
+    check_choices(("detector", detector, ("mtcnn", "none")))
+    if not 0 < far < 1:
+        raise FaceembedError(f"--far must be a rate between 0 and 1 (e.g. 1e-3), not {far}")
+    analyzer = FaceAnalyzer(model, detector=detector)
+    match = analyzer.compare(first, second, far)
+    for note in match.notes:
+        typer.echo(f"faceembed: note: {note}", err=True)
+    typer.echo(f"{'same' if match.same else 'different'}: similarity {match.score:.4f}, threshold {match.threshold:.4f}"
+               f" at FAR {far:g} ({analyzer.card.name or Path(model).name}, {analyzer.card.thresholds.dataset})")
+    if match.uncertainty is not None:  # PFE models: each face's uncertainty, and quality where the card has u_ref
+        u = f"uncertainty {', '.join(f'{v:.4g}' for v in match.uncertainty)}"
+        if None in match.quality:
+            typer.echo(f"faces: {u} (the card has no quality reference)")
+        else:
+            typer.echo(f"faces: quality {', '.join(f'{v:.2f}' for v in match.quality)}; {u}")
+    if json_out:
+        write_json(json_out, {"first": str(first), "second": str(second), "model": str(model), **match.to_dict()})

@@ -99,7 +99,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch) and check parity with PyTorch at batch 1, 4, 8, 16, 32."""
-    from faceembed.export.parity_inputs import export_checkpoint
+    from faceembed.export.export_model import export_checkpoint
 
     report = export_checkpoint(checkpoint, out, fp16=fp16, parity_input=parity_input, opset=opset)
     for name, diff in report.max_abs_diff.items():
@@ -112,7 +112,8 @@ def export(
 
 @app.command(rich_help_panel=PANEL)
 def quantize(
-    model: Annotated[Path, typer.Argument(help="fp32 ONNX model.")],
+    model: Annotated[str, typer.Argument(help="fp32 ONNX model, a checkpoint (exported first to OUT.fp32.onnx) or a "
+                                             "model name (faceembed models).")],
     calibrate: Annotated[Path, typer.Option(help="Real inputs: a tensor folder ('tobin') or .npy (NHWC).")],
     out: Annotated[Path, typer.Option(help="int8 ONNX model to write.")],
     max_images: Annotated[int, typer.Option(help="Calibration images.")] = 256,
@@ -155,24 +156,27 @@ def bench(
     data_path: Annotated[bool, typer.Option(help="Also time LFW align + preprocess and verify (needs --data).")] = True,
     ort_ablation: Annotated[bool, typer.Option(help="Also time each ONNX Runtime session choice alone.")] = False,
     task_accuracy: Annotated[bool, typer.Option(help="MNIST / LFW accuracy of every configuration.")] = True,
+    pipeline: Annotated[bool, typer.Option(help="Instead: photos -> gallery end to end on LFW (needs --data), per "
+                                                "stage, against face_recognition's pipeline.")] = False,
+    photos: Annotated[int, typer.Option(help="--pipeline: how many LFW photos.")] = 1000,
     overwrite: Overwrite = False,
     progress: Progress = True,
 ) -> None:
     """Time every model x backend x precision x batch against the peers' defaults, with accuracy checked."""
-    from faceembed.bench.models import BENCH_MODELS, is_model_file
+    if pipeline:
+        from faceembed.bench.pipeline import run_pipeline_bench
+
+        if data is None:
+            raise FaceembedError("--pipeline needs --data ../shared/data (LFW photos)")
+        print_json(run_pipeline_bench(data, photos, threads, work_dir, json_out=json_out, plot=plot,
+                                      progress=progress))
+        return
+    from faceembed.bench.models import bench_model_names
     from faceembed.bench.run import BenchOptions, run_bench
     from faceembed.inference.backends import BACKENDS
     from faceembed.report.bench_table import print_bench
 
-    names = [t.strip() for t in models.split(",") if t.strip()]
-    files = [n for n in names if is_model_file(n)]
-    from faceembed.models.registry import is_model_name
-
-    for f in files:
-        if not is_model_name(f) and not Path(f).is_file():  # names (dlib-resnet) resolve when prepared
-            raise FaceembedError(f"--models: model file {f!r} not found")
-    if len(files) < len(names) or not names:  # one clear error for an unknown built-in name
-        split_choices("models", ",".join(n for n in names if n not in files), BENCH_MODELS)
+    names = bench_model_names(models)
     options = BenchOptions(names, split_choices("backends", backends, BACKENDS),
                            split_choices("precision", precision, ("fp32", "bf16", "int8")),
                            split_ints("batch", batch), threads, min_seconds, work_dir=work_dir, data=data,
@@ -212,41 +216,22 @@ def tobin(
     default) plus a manifest.
 
     Rerun the same command after an interruption: complete batch files are kept, the rest written."""
-    from faceembed.batch.tobin import tobin_lfw, tobin_mnist, tobin_photos
+    from faceembed.batch.tobin import tobin_dataset
 
-    given = {"--split": split != "test", "--shuffle-seed": shuffle_seed is not None, "--landmarks": landmarks,
-             "--pairs": pairs, "--all-images": all_images, "--flip": flip, "--on-error": on_error is not None,
-             "--model": model, "--images": images, "--detector": detector != "mtcnn", "--no-face": no_face != "skip",
-             "--keep": keep != "largest", "--data": data, "--limit": limit}
-    applies = {"mnist": {"--split", "--shuffle-seed", "--data", "--limit"},
-               "lfw": {"--landmarks", "--pairs", "--all-images", "--flip", "--on-error", "--model", "--data",
-                       "--limit"},
-               "photos": {"--images", "--model", "--landmarks", "--on-error", "--detector", "--no-face", "--keep"}}
-    if dataset not in applies:
-        raise FaceembedError(f"unknown dataset {dataset!r}; choose mnist, lfw or photos")
-    wrong = [flag for flag, on in given.items() if on and flag not in applies[dataset]]
-    if wrong:
-        raise FaceembedError(f"{', '.join(wrong)} does not apply to 'tobin {dataset}'")
     check_choices(("split", split, ("train", "test")), ("on-error", on_error, ("stop", "skip")),
                   ("detector", detector, ("mtcnn", "none")), ("no-face", no_face, ("skip", "whole")),
                   ("keep", keep, ("largest", "center")))
-    if dataset == "mnist":
-        summary = tobin_mnist(out, split, batch_size or 32, limit, shuffle_seed, data_root=data)
-    elif dataset == "lfw":
-        summary = tobin_lfw(data or Path("../shared/data/lfw"), out, landmarks, batch_size or 1,
-                            pairs_only=not all_images, flip=flip, limit=limit, progress=progress, pairs=pairs,
-                            on_error=on_error or "stop", model=model)
-    else:
-        if images is None:
-            raise FaceembedError("tobin photos needs --images FOLDER")
-        summary = tobin_photos(images, out, model, landmarks, batch_size or 1, progress=progress,
-                               on_error=on_error or "skip", detector=detector, no_face=no_face, keep=keep)
+    summary = tobin_dataset(dataset, out, split=split, batch_size=batch_size, limit=limit, shuffle_seed=shuffle_seed,
+                            data=data, landmarks=landmarks, pairs=pairs, all_images=all_images, flip=flip,
+                            on_error=on_error, model=model, images=images, detector=detector, no_face=no_face,
+                            keep=keep, progress=progress)
     print_json(summary.to_dict())
 
 
 @app.command(rich_help_panel=PANEL)
 def infer(
-    model: Annotated[Path, typer.Option(help="ONNX file (ort, openvino) or checkpoint (torch).")],
+    model: Annotated[str, typer.Option(help="A model name (faceembed models), an ONNX file (ort, openvino) or a "
+                                            "checkpoint (torch).")],
     input: Annotated[str, typer.Option("--input", help="Folder, or files separated by commas.")],
     output: Annotated[Path, typer.Option(help="Output folder.")],
     outfmt: Annotated[str, typer.Option(help="BIN | TXT | NPY")] = "BIN",
@@ -254,7 +239,8 @@ def infer(
     loop: Annotated[int, typer.Option(help="Run each file K times (timing), 1..100.")] = 1,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: all cores).")] = None,
     provider: Annotated[str, typer.Option(help="cpu | cuda | tensorrt (ONNX Runtime).")] = "cpu",
-    backend: Annotated[str, typer.Option(help="ort | openvino | torch | auto (fastest accurate, cached)")] = "ort",
+    backend: Annotated[str | None, typer.Option(help="ort | openvino | torch | auto (fastest accurate, cached); "
+                                                     "default: torch for a checkpoint, ort for ONNX.")] = None,
     precision: Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 | int8")] = None,
     on_error: Annotated[str, typer.Option(help="stop | skip (bad inputs go to skipped.txt).")] = "stop",
     overwrite: Overwrite = False,
@@ -267,7 +253,8 @@ def infer(
     from faceembed.engines import Engine
     from faceembed.inference.backends import BACKENDS, PRECISIONS, PROVIDERS
 
-    check_choices(("outfmt", outfmt if outfmt.upper() in ("BIN", "TXT", "NPY") else outfmt, ("BIN", "TXT", "NPY")),
+    outfmt = outfmt.upper() if outfmt.upper() in ("BIN", "TXT", "NPY") else outfmt
+    check_choices(("outfmt", outfmt, ("BIN", "TXT", "NPY")),
                   ("on-error", on_error, ("stop", "skip")),
                   ("backend", backend, (*BACKENDS, "auto")), ("precision", precision, PRECISIONS),
                   ("provider", provider, tuple(PROVIDERS)))

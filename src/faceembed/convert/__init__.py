@@ -31,13 +31,12 @@ def import_model(src: str | Path, dst: str | Path, *, arch: str | None = None, t
     known ``arch``) into faceembed as ``dst`` with its model card; a bare name (no folder, no suffix) puts it in
     the cache, usable by that name. Returns ``{"kind", "destination", "card"}`` (and the state dict's summary
     for PyTorch)."""
-    from faceembed.models.registry import BUILTIN, is_model_name, models_dir
+    from faceembed.models.registry import check_new_name, is_model_name, models_dir
 
     src, dst = Path(src), Path(dst)
     kind = source_kind(src)
     if is_model_name(dst):  # a bare name: the model goes into the cache, usable by name from then on
-        if str(dst) in BUILTIN:
-            raise FaceembedError(f"{str(dst)!r} is a built-in model's name; choose another --out")
+        check_new_name(str(dst))
         dst = models_dir() / f"{dst}{'.pt' if kind == 'torch' else '.onnx'}"
     given = {k: v for k, v in card_flags.items() if v is not None}
     if kind == "torch":

@@ -193,6 +193,15 @@ def _as(value: Any, parser: Any) -> Any:
     return parser(value) if isinstance(value, str) else value
 
 
+def _keep_measurements(card: ModelCard, prior: ModelCard | None) -> ModelCard:
+    """Thresholds and the quality reference measured for ``src`` (a faceembed export, a model imported before)
+    stay with it when the new card feeds the graph the same way; flags that change that drop them."""
+    same_feed = ("layout", "height", "width", "color", "mean", "std", "template", "outputs")
+    if prior is None or any(getattr(card, k) != getattr(prior, k) for k in same_feed):
+        return card
+    return card.replace(thresholds=prior.thresholds, quality=prior.quality)
+
+
 def import_onnx(
     src: str | Path, dst: str | Path, *, layout: str | None = None, color: str | None = None,
     mean: Sequence[float] | str | None = None, std: Sequence[float] | str | None = None,
@@ -221,6 +230,7 @@ def import_onnx(
     card = ModelCard(value.name, lay, height, width, col, m, s, g.template_of(_pick(template, prior, "template")),
                      dims[0], roles, 1, "mls" if any(o.role == "sigma_sq" for o in roles) else "cosine",
                      arch=_pick(arch, prior, "arch"), name=name or src.stem, source=src.name)
+    card = _keep_measurements(card, prior)
     fixed = card.batch or 1  # a declared dynamic batch is checked too: some graphs still fix it inside
     card = _prove(model, card.replace(batch=fixed))  # the card must hold at one batch before a rewrite is tried
     dynamic, how = _dynamic_batch(model, card, fixed)

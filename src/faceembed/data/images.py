@@ -181,7 +181,7 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
-def _flatten_alpha(pixels: np.ndarray) -> np.ndarray:
+def flatten_alpha(pixels: np.ndarray) -> np.ndarray:
     """Composite LA / RGBA on white, ``round((c * a + 255 * (255 - a)) / 255)``; HxW or HxWx3 out."""
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         return pixels[..., 0]
@@ -244,7 +244,7 @@ def read_image(path: str | Path, color: Color = "RGB") -> np.ndarray:
     if why:
         raise InputFormatError(f"not a readable image: {why}", path)
     pixels, orientation = _decode(data, kind, path)
-    upright = _ORIENT.get(orientation, lambda a: a)(_flatten_alpha(_to_uint8(pixels)))
+    upright = _ORIENT.get(orientation, lambda a: a)(flatten_alpha(_to_uint8(pixels)))
     return _to_color(upright, color)
 
 

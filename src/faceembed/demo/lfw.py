@@ -39,7 +39,7 @@ def _fold_model(out: Path, key: str, fold: int, parity: Path, calibration: np.nd
                 search: bool = True):
     """The backend that runs fold ``fold``'s PFE model for run ``key``, exporting (or quantizing on
     ``calibration``, images of people outside the fold; ``search``: the float-layer search) on first use."""
-    from faceembed.export.parity_inputs import export_checkpoint
+    from faceembed.export.export_model import export_checkpoint
     from faceembed.inference.backends import load_backend
 
     ckpt = out / "pfe" / "heads" / f"fold_{fold:02d}.pt"

@@ -35,7 +35,7 @@ def run_mnist_demo(out: str | Path, json_path: str | Path | None = None, quick: 
     from faceembed.batch.tobin import tobin_mnist
     from faceembed.data.tensorfiles import read_manifest
     from faceembed.evaluation.classification import accuracy_from_folders, summarize
-    from faceembed.export.parity_inputs import export_checkpoint
+    from faceembed.export.export_model import export_checkpoint
     from faceembed.inference.backends import load_backend
     from faceembed.inference.timing import latency_per_image
     from faceembed.training.train import TrainConfig, train_mnist

@@ -48,7 +48,7 @@ def run_photos_demo(out: str | Path, json_path: str | Path | None = None, data: 
     """Run detect -> align -> embed -> enroll -> identify on LFW people with >= 10 photos; print the table."""
     from faceembed.convert.torch_state import import_checkpoint
     from faceembed.evaluation.identification import evaluate_identification
-    from faceembed.export.parity_inputs import export_checkpoint
+    from faceembed.export.export_model import export_checkpoint
     from faceembed.faces.embed import FaceModel, embed_images
 
     data = Path(data or "../shared/data")
@@ -81,7 +81,8 @@ def run_photos_demo(out: str | Path, json_path: str | Path | None = None, data: 
     result.update({"photos": len(rels), "people_total": len(set(labels)), "embedded": len(emb.relpaths),
                    "failed": len(emb.failed), "failed_list": emb.failed[:50], "seconds": round(seconds, 2),
                    "stage_seconds": stages, "photos_per_s": round(len(rels) / seconds, 1),
-                   "detector": "MTCNN (min face 40 px, ONNX Runtime)", "model": "MobileFaceNet (ONNX Runtime fp32)"})
+                   "detector": "MTCNN (min face 40 px, backend auto)", "model": "MobileFaceNet",
+                   "embedding": emb.config})
     from faceembed.report.identification import plot_cmc
 
     plot_cmc({"MobileFaceNet, MTCNN landmarks": result["cmc"]}, out / "cmc.png",

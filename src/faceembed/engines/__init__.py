@@ -66,16 +66,19 @@ class Engine:
 
         return align_dataset(image_root, landmarks, relpaths, out_dir, workers, landmarks_source, **options)
 
-    def embed(self, root: str | Path | None, relpaths: list[str], model: str | Path,
+    def embed(self, root: str | Path | None, relpaths: list[str], model: Any,
               landmarks: dict[str, np.ndarray] | None = None, workers: int | None = None, **options: Any) -> Any:
-        """Detect, align and embed photos (:class:`~faceembed.faces.embed.EmbedOptions` fields)."""
+        """Detect, align and embed photos (:class:`~faceembed.faces.embed.EmbedOptions` fields); ``model``: a
+        name, a file, or (local engine) a loaded :class:`~faceembed.faces.embed.FaceModel`."""
+        from faceembed.faces.embed import FaceModel, embed_images
+
         if self.is_ray:
             from faceembed.engines.ray.embed import embed_images_ray
 
-            return embed_images_ray(root, relpaths, model, landmarks, self.num_workers, self.address, **options)
-        from faceembed.faces.embed import FaceModel, embed_images
-
-        return embed_images(root, relpaths, FaceModel.load(model), landmarks, workers, **options)
+            path = model.path if isinstance(model, FaceModel) else model
+            return embed_images_ray(root, relpaths, path, landmarks, self.num_workers, self.address, **options)
+        loaded = model if isinstance(model, FaceModel) else FaceModel.load(model)
+        return embed_images(root, relpaths, loaded, landmarks, workers, **options)
 
 
 LOCAL = Engine()

@@ -9,8 +9,8 @@ import numpy as np
 
 from faceembed.data.tensorfiles import list_input_files, read_bin, read_manifest, read_npy
 from faceembed.errors import FaceembedError, MissingInputError, ShapeMismatchError
-from faceembed.export.onnx_export import PARITY_BATCHES, ParityReport, export_onnx
-from faceembed.models.checkpoint import InputSpec, read_checkpoint
+from faceembed.export.onnx_export import PARITY_BATCHES
+from faceembed.models.checkpoint import InputSpec
 
 PARITY_COUNT = max(PARITY_BATCHES)
 
@@ -81,25 +81,3 @@ def default_parity_inputs(spec: InputSpec, card=None) -> np.ndarray:
 
         return preprocess(faces, card.replace(layout="NHWC"))
     return ((faces.astype(np.float32) - spec.mean) / spec.scale).astype(np.float32)
-
-
-def export_checkpoint(
-    checkpoint: str | Path,
-    out: str | Path,
-    fp16: bool = False,
-    parity_input: str | Path | None = None,
-    opset: int = 17,
-) -> ParityReport:
-    """``faceembed export``: export with a parity check on real inputs (given, or the model's default);
-    ``checkpoint`` may be a model name (``dlib-resnet``)."""
-    from faceembed.models.registry import resolve_model
-
-    checkpoint = resolve_model(checkpoint)
-    spec = InputSpec.from_dict(read_checkpoint(checkpoint)["input"])
-    if parity_input is not None:
-        inputs = load_tensor_input(parity_input, spec.nhwc)
-    else:
-        from faceembed.models.card_io import read_card
-
-        inputs = default_parity_inputs(spec, read_card(checkpoint))
-    return export_onnx(checkpoint, out, inputs, fp16=fp16, opset=opset)

@@ -51,6 +51,26 @@ class _Reader:
         return next(self.batches, None)
 
 
+def onnx_to_quantize(model: str | Path, calibrate: str | Path | np.ndarray, out: str | Path) -> Path:
+    """The fp32 ONNX file to quantize: ``model`` itself, or for a checkpoint (or a built-in / imported model that
+    is one) its export ``OUT.fp32.onnx``, made once and parity-checked on the calibration inputs."""
+    from faceembed.errors import MissingInputError
+    from faceembed.models.registry import resolve_model
+
+    path = resolve_model(model)
+    if not path.is_file():
+        raise MissingInputError("model file not found", path)
+    if path.suffix.lower() == ".onnx":
+        return path
+    exported = Path(out).with_suffix(".fp32.onnx")
+    if not exported.is_file() or exported.stat().st_mtime < path.stat().st_mtime:
+        from faceembed.export.export_model import export_checkpoint
+
+        parity = calibrate if not isinstance(calibrate, np.ndarray) else None
+        export_checkpoint(path, exported, parity_input=parity)
+    return exported
+
+
 def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: str | Path,
                    max_images: int = 256, method: str = "minmax", per_channel: bool = True,
                    scheme: str = "residual-float", min_cosine: float | None = SEARCH_MIN_COSINE,
@@ -61,7 +81,11 @@ def quantize_model(model: str | Path, calibrate: str | Path | np.ndarray, out: s
     (at least 16) is kept out of calibration to check the result and choose the layers kept in float.
     ``method="nncf"``: NNCF places and calibrates the quantizers instead (``scheme`` and ``per_channel`` do not
     apply), with its accuracy control aiming at ``min_cosine`` (see ``quantize_nncf``).
+
+    ``model`` may be a model name (``dlib-resnet``) or a faceembed checkpoint: it is exported to ONNX first
+    (``OUT.fp32.onnx``, parity-checked on the calibration inputs) and that file is quantized.
     """
+    model = onnx_to_quantize(model, calibrate, out)
     if method == "nncf":
         from faceembed.export.quantize_nncf import quantize_nncf
 

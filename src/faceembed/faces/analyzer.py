@@ -61,8 +61,9 @@ class Match:
 
 def load_rgb(image: ImageLike) -> np.ndarray:
     """A photo as uint8 ``HxWx3`` RGB: a file (any format, see :func:`faceembed.data.images.read_image`) or an
-    array (``HxW`` grey, ``HxWx3`` RGB, ``HxWx4`` RGBA; uint8)."""
-    from faceembed.data.images import read_image
+    array (``HxW`` grey, ``HxWx3`` RGB, ``HxWx4`` RGBA; uint8). RGBA arrays are composited on white, as image
+    files with alpha are."""
+    from faceembed.data.images import flatten_alpha, read_image
 
     if isinstance(image, str | Path):
         return read_image(image, "RGB")
@@ -72,19 +73,22 @@ def load_rgb(image: ImageLike) -> np.ndarray:
     if a.ndim == 2:
         return np.repeat(a[:, :, None], 3, axis=2)
     if a.ndim == 3 and a.shape[2] in (3, 4) and min(a.shape[:2]) > 0:
-        return np.ascontiguousarray(a[:, :, :3])
+        return np.ascontiguousarray(flatten_alpha(a) if a.shape[2] == 4 else a)
     raise ShapeMismatchError(f"image arrays must be HxW, HxWx3 (RGB) or HxWx4, got shape {list(a.shape)}")
 
 
 class FaceAnalyzer:
     """Faces and their embeddings in photos, for one face model (a path, a built-in or an imported name, or a
-    loaded :class:`FaceModel`). ``detector="none"``: every photo is already a face crop."""
+    loaded :class:`FaceModel`). ``detector="none"``: every photo is already a face crop. The model runs on the
+    fastest accurate configuration measured for it on this machine (``backend=None``; cached, see
+    :meth:`FaceModel.load`); MTCNN and the model are opened once and kept warm for every later call."""
 
     def __init__(self, model: str | Path | FaceModel = "dlib-resnet", detector: str = "mtcnn",
-                 min_face_size: float = 40.0, detector_backend: str = "ort", threads: int | None = None):
+                 min_face_size: float = 40.0, detector_backend: str = "auto", threads: int | None = None,
+                 backend: str | None = None):
         if detector not in ("mtcnn", "none"):
             raise FaceembedError(f"detector must be 'mtcnn' or 'none', not {detector!r}")
-        self.model = model if isinstance(model, FaceModel) else FaceModel.load(model, threads=threads)
+        self.model = model if isinstance(model, FaceModel) else FaceModel.load(model, backend, threads=threads)
         self.detector, self.min_face_size, self.detector_backend = detector, min_face_size, detector_backend
         self._mtcnn = None
 
@@ -92,36 +96,66 @@ class FaceAnalyzer:
     def card(self):
         return self.model.card
 
-    def _detect(self, rgb: np.ndarray) -> list:
+    def _detector(self):
         from faceembed.faces.detect import DetectorConfig, MTCNNDetector
-        from faceembed.faces.detect import Face as Detection
 
-        if self.detector == "none":
-            h, w = rgb.shape[:2]
-            from faceembed.faces.align import whole_image_landmarks
-
-            return [Detection(np.array([0, 0, w - 1, h - 1], np.float32), 1.0, whole_image_landmarks(h, w))]
         if self._mtcnn is None:
             self._mtcnn = MTCNNDetector(config=DetectorConfig(min_face_size=self.min_face_size),
                                         backend=self.detector_backend)
-        return self._mtcnn.detect(rgb)
+        return self._mtcnn
+
+    def _detect_many(self, rgbs: list[np.ndarray]) -> list[list]:
+        from faceembed.faces.align import whole_image_landmarks
+        from faceembed.faces.detect import Face as Detection
+
+        if self.detector == "none":
+            return [[Detection(np.array([0, 0, w - 1, h - 1], np.float32), 1.0, whole_image_landmarks(h, w))]
+                    for h, w in (im.shape[:2] for im in rgbs)]
+        return self._detector().detect_many(rgbs)
 
     def faces(self, image: ImageLike) -> list[Face]:
         """Every face in ``image``, largest first (an empty list when there is none)."""
+        return self.faces_batch([image])[0]
+
+    def faces_batch(self, images: list[ImageLike], chunk: int = 16) -> list[list[Face]]:
+        """:meth:`faces` of every photo, through one pipeline: files decoded in threads ahead of detection,
+        MTCNN batched over ``chunk`` photos at a time (R-Net / O-Net crops shared), every face aligned and
+        embedded in shared batches. The same faces as one photo at a time (embeddings to float noise)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from faceembed.faces.align import align_face
 
-        rgb = load_rgb(image)
-        found = sorted(self._detect(rgb), key=lambda f: -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
-        if not found:
-            return []
         c = self.card
-        crops = np.stack([align_face(rgb, f.landmarks, (c.height, c.width), template=c.template) for f in found])
-        emb, sig = self.model.embed(crops)
+        found: list[list] = []
+        with ThreadPoolExecutor(2) as pool:
+            rgbs = pool.map(load_rgb, images)
+            batch: list[np.ndarray] = []
+            for rgb in rgbs:
+                batch.append(rgb)
+                if len(batch) == chunk:
+                    found += [(b, f) for b, f in zip(batch, self._detect_many(batch), strict=True)]
+                    batch = []
+            if batch:
+                found += [(b, f) for b, f in zip(batch, self._detect_many(batch), strict=True)]
+        per_photo = [sorted(f, key=lambda d: -float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
+                     for _, f in found]
+        crops = [align_face(rgb, d.landmarks, (c.height, c.width), template=c.template)
+                 for (rgb, _), dets in zip(found, per_photo, strict=True) for d in dets]
+        if not crops:
+            return [[] for _ in images]
+        emb, sig = self.model.embed(np.stack(crops))
         emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         u, q = self.model.uncertainty(sig), self.model.quality(sig)
-        return [Face(np.asarray(f.box, np.float32)[:4], float(f.score), np.asarray(f.landmarks, np.float32),
-                     emb[i], None if sig is None else sig[i], None if u is None else float(u[i]),
-                     None if q is None else float(q[i])) for i, f in enumerate(found)]
+        out, i = [], 0
+        for dets in per_photo:
+            faces = []
+            for d in dets:
+                faces.append(Face(np.asarray(d.box, np.float32)[:4], float(d.score),
+                                  np.asarray(d.landmarks, np.float32), emb[i], None if sig is None else sig[i],
+                                  None if u is None else float(u[i]), None if q is None else float(q[i])))
+                i += 1
+            out.append(faces)
+        return out
 
     def face(self, image: ImageLike, name: str = "photo") -> tuple[Face, list[str]]:
         """The largest face of ``image`` and notes (several faces); no face is a :class:`NoFaceError`."""

@@ -22,7 +22,6 @@ def calibrate_model(model: str | Path, lfw_root: str | Path, pairs: str | Path |
     from faceembed.faces.align_files import align_images_in_memory
     from faceembed.faces.embed import FaceModel
     from faceembed.models.card import Thresholds
-    from faceembed.models.card_io import write_card
 
     root = Path(lfw_root)
     pairs_file = Path(pairs) if pairs else root / "pairs.txt"
@@ -47,6 +46,39 @@ def calibrate_model(model: str | Path, lfw_root: str | Path, pairs: str | Path |
     thresholds = Thresholds("cosine", f"LFW ({pairs_file.name})", protocol,
                             {k: v["threshold"] for k, v in m["at_far"].items()},
                             m["best_accuracy"]["threshold"], m["best_accuracy"]["accuracy"])
+    written = None
     if write:
-        write_card(fm.path, c.replace(thresholds=thresholds))
-    return {"model": str(fm.path), "thresholds": thresholds.__dict__, **m}
+        written = str(write_thresholds(model, fm.path, c, thresholds))
+    return {"model": str(fm.path), "thresholds": thresholds.__dict__, "written": written, **m}
+
+
+def write_thresholds(model: str | Path, path: Path, card: Any, thresholds: Any) -> Path:
+    """Store ``thresholds``: for a built-in model as the user's calibration (kept apart from the shipped card,
+    :mod:`faceembed.models.user_calibration`), else in the model file's card. Returns the file written."""
+    from faceembed.models.card_io import write_card
+    from faceembed.models.registry import BUILTIN, builtin_of
+    from faceembed.models.user_calibration import write_user_thresholds
+
+    name = builtin_of(model, path)
+    if name is None:
+        write_card(path, card.replace(thresholds=thresholds))
+        return path
+    written = write_user_thresholds(name, thresholds)
+    BUILTIN[name].path()  # the cached checkpoint's card takes the calibration now
+    return written
+
+
+def reset_calibration(model: str | Path) -> dict[str, Any]:
+    """Forget the user's calibration of built-in ``model``: its shipped thresholds come back. Another model is one
+    clear error (its thresholds live in its own card: calibrate it again)."""
+    from faceembed.errors import FaceembedError
+    from faceembed.models.registry import BUILTIN, builtin_of
+    from faceembed.models.user_calibration import remove_user_thresholds
+
+    name = builtin_of(model)
+    if name is None:
+        raise FaceembedError(f"--reset applies to built-in models ({', '.join(BUILTIN)}); {str(model)!r}'s "
+                             "thresholds are in its own card: calibrate it again to change them")
+    removed = remove_user_thresholds(name)
+    BUILTIN[name].path()  # the cached checkpoint's card goes back to the shipped thresholds
+    return {"model": name, "removed_user_calibration": removed, "thresholds": "shipped"}

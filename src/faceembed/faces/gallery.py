@@ -28,23 +28,40 @@ class Gallery:
 
     @classmethod
     def from_folder(cls, folder: str | Path, analyzer: FaceAnalyzer, min_quality: float | None = None) -> Gallery:
-        """Enroll every person folder of ``folder`` (``folder/Name/photo``, any image format); photos without
-        a face are left out and listed in ``gallery.skipped``; with ``min_quality`` (a PFE model with a quality
-        reference) faces of lower quality are not enrolled and listed in ``gallery.set_aside``."""
-        from faceembed.data.images import list_identity_folder
-        from faceembed.faces.quality import check_min_quality
+        """Enroll every person folder of ``folder`` (``folder/Name/photo``, any image format) as ``faceembed
+        enroll`` does (:func:`faceembed.faces.people.embed_people`, with the analyzer's model and detector);
+        photos without a face are left out and listed in ``gallery.skipped``; with ``min_quality`` (a PFE model
+        with a quality reference) faces of lower quality are not enrolled and listed in ``gallery.set_aside``."""
+        from faceembed.faces.enrollment import embed_people
 
-        check_min_quality(analyzer.card, min_quality, analyzer.model.path)
+        faces = embed_people(folder, analyzer.model, min_quality=min_quality, detector=analyzer.detector,
+                             min_face_size=analyzer.min_face_size)
+        gallery = cls.of_faces(faces.people, faces.embeddings, faces.sigma_sq, analyzer)
+        gallery.skipped = list(faces.failed)
+        gallery.set_aside = [(a["image"], float(a["quality"])) for a in faces.set_aside]
+        return gallery
+
+    @classmethod
+    def of_faces(cls, people: list[str], embeddings: np.ndarray, sigma_sq: np.ndarray | None = None,
+                 analyzer: FaceAnalyzer | None = None) -> Gallery:
+        """A gallery of embedded faces: ``people[i]`` is the person of ``embeddings[i]`` (and ``sigma_sq[i]``)."""
         gallery = cls(analyzer)
-        for rel, name in list_identity_folder(folder):
-            try:
-                gallery.add(name, Path(folder) / rel, min_quality=min_quality)
-            except LowQualityError as exc:
-                gallery.set_aside.append((rel, float(exc.quality or 0.0)))
-            except FaceembedError as exc:
-                gallery.skipped.append((rel, exc.one_line()))
-        if not gallery.embeddings:
-            raise FaceembedError("no face could be enrolled", folder)
+        for i, name in enumerate(people):
+            gallery.add(name, np.asarray(embeddings[i]), None if sigma_sq is None else sigma_sq[i])
+        return gallery
+
+    @classmethod
+    def from_collection(cls, db_url: str, name: str, analyzer: FaceAnalyzer | None = None) -> Gallery:
+        """Every face of collection ``name`` of a store (:mod:`faceembed.store`), by subject; ``analyzer`` (to
+        search photos) must run the collection's model."""
+        from faceembed.faces.collection import Collection
+
+        with Collection.open(db_url, name, analyzer) as col:
+            rows = col.store.faces(name)
+        gallery = cls(analyzer)
+        for row in rows:
+            gallery.embeddings.setdefault(row.subject, []).append(row.embedding)
+            gallery.sigma_sq.setdefault(row.subject, []).append(row.sigma_sq)
         return gallery
 
     def __len__(self) -> int:
@@ -130,14 +147,16 @@ class Gallery:
         return identify(self._built(), v[None], min(k, len(self)), threshold, metric=metric,
                         probe_sigma_sq=None if s is None else s[None])[0]
 
-    def save(self, path: str | Path) -> None:
-        """Write the gallery (readable by ``faceembed identify`` too), atomically."""
+    def save(self, path: str | Path, meta: dict | None = None):
+        """Write the gallery (readable by ``faceembed identify`` too), atomically; ``meta`` (default: the model)
+        goes into the file. Returns the saved :class:`~faceembed.evaluation.identification.Gallery`."""
         g = self._built()
-        g.meta = {"model": str(self.analyzer.model.path) if self.analyzer else None}
+        g.meta = meta if meta is not None else {"model": str(self.analyzer.model.path) if self.analyzer else None}
         g.face_labels = [n for n in self.names for _ in self.embeddings[n]]
         g.faces = np.stack([e for n in self.names for e in self.embeddings[n]])
         g.face_sigma_sq = self._face_sigmas()
         save_gallery(path, g)
+        return g
 
     @classmethod
     def load(cls, path: str | Path, analyzer: FaceAnalyzer | None = None) -> Gallery:

@@ -3,13 +3,13 @@ a photo folder (detecting first when no landmarks are given). The CLI and the Py
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from faceembed.engines import LOCAL, Engine
 from faceembed.errors import FaceembedError, MissingInputError
+from faceembed.faces.enrollment import identity_images, landmarks_of, rows_of
 from faceembed.files import write_json, write_text
 
 
@@ -31,77 +31,40 @@ def expand_images(paths: Sequence[str | Path]) -> tuple[Path | None, list[str]]:
     return None, out
 
 
-def identity_images(folder: str | Path, min_images: int = 1) -> tuple[list[str], list[str]]:
-    """Relative image paths and person names of a one-folder-per-person tree (people with >= min_images)."""
-    from faceembed.data.images import list_identity_folder
-
-    items = list_identity_folder(folder)
-    counts = Counter(name for _, name in items)
-    items = [(r, n) for r, n in items if counts[n] >= min_images]
-    if not items:
-        raise FaceembedError(f"no person folder with >= {min_images} images", folder)
-    return [r for r, _ in items], [n for _, n in items]
-
-
-def _landmarks(path: str | Path | None) -> dict | None:
-    from faceembed.data.lfw import read_landmarks
-
-    return read_landmarks(path) if path is not None else None
-
-
 def enroll_folder(images: str | Path, model: str | Path, out: str | Path, landmarks: str | Path | None = None,
                   workers: int | None = None, engine: Engine = LOCAL, min_quality: float | None = None,
                   **options: Any) -> dict[str, Any]:
-    """Enroll every person folder of ``images`` (``DIR/Name/photo``): detect, align, embed; a person's template
-    is the mean of their unit embeddings (PFE models: precision-weighted fusion). Writes the gallery ``out``
-    (and ``OUT.skipped.txt`` listing photos that were not used); returns a summary. ``options`` are
-    :class:`~faceembed.faces.embed.EmbedOptions` fields.
+    """Enroll every person folder of ``images`` (:func:`embed_people`); a person's template is the mean of their
+    unit embeddings (PFE models: precision-weighted fusion). Writes the gallery ``out`` (with every enrolled
+    face, so people can be added and removed later: :class:`~faceembed.faces.gallery.Gallery`) and
+    ``OUT.skipped.txt`` listing photos that were not used; returns a summary.
 
     ``min_quality`` (PFE models whose card has a quality reference): faces of quality below it are set aside,
     not enrolled, and listed in ``set_aside`` and in ``OUT.skipped.txt`` (``quality 0.31 < 0.4``)."""
-    from faceembed.evaluation.identification import build_gallery, save_gallery
-    from faceembed.faces.quality import check_min_quality, qualities, set_aside
-    from faceembed.models.card_io import read_card
+    from faceembed.faces.enrollment import embed_people
+    from faceembed.faces.gallery import Gallery
 
-    images, out = Path(images), Path(out)
-    rels, people = identity_images(images)
-    card = read_card(model)
-    check_min_quality(card, min_quality, model)  # before any photo is read
-    res = engine.embed(images, rels, model, _landmarks(landmarks), workers, **options)
-    if not res.relpaths:
-        raise FaceembedError("no face could be embedded", images)
-    kept, aside = set_aside(res.relpaths, qualities(card, res.sigma_sq), min_quality)
-    if not kept:
-        raise FaceembedError(f"no face could be enrolled: all {len(aside)} have quality below {min_quality:g}",
-                             images)
-    rows = _rows_of(res.relpaths, kept)
-    label = dict(zip(rels, people, strict=True))
-    meta = {"model": str(model), "images": str(images), "enrolled_images": len(kept)}
+    out = Path(out)
+    faces = embed_people(images, model, landmarks, workers, engine, min_quality, **options)
+    gallery = Gallery.of_faces(faces.people, faces.embeddings, faces.sigma_sq)
+    meta = {"model": str(model), "images": str(faces.images), "enrolled_images": len(faces.relpaths)}
     if min_quality is not None:
-        meta.update({"min_quality": min_quality, "set_aside": len(aside)})
-    gal = build_gallery(res.embeddings[rows], [label[r] for r in kept],
-                        None if res.sigma_sq is None else res.sigma_sq[rows], meta=meta)
-    save_gallery(out, gal)
-    left_out = res.failed + [(a["image"], a["reason"]) for a in aside]
+        meta.update({"min_quality": min_quality, "set_aside": len(faces.set_aside)})
+    gal = gallery.save(out, meta)
+    left_out = faces.failed + [(a["image"], a["reason"]) for a in faces.set_aside]
     skipped = out.with_name(out.stem + ".skipped.txt")
     if left_out:
         write_text(skipped, "".join(f"{r}\t{w}\n" for r, w in left_out))
     elif skipped.exists():  # an earlier enrollment's list: this gallery left nothing out
         skipped.unlink()
-    summary = {"people": len(gal), "images": len(kept), "used_whole": len(res.whole), "failed": len(res.failed),
-               "dim": int(gal.templates.shape[1]), "pfe_fusion": gal.sigma_sq is not None, "gallery": str(out),
-               "seconds": {k: round(v, 2) for k, v in res.seconds.items()}, "skipped": res.failed}
+    summary = {"people": len(gal), "images": len(faces.relpaths), "used_whole": len(faces.whole),
+               "failed": len(faces.failed), "dim": int(gal.templates.shape[1]), "pfe_fusion": gal.sigma_sq is not None,
+               "gallery": str(out), "embedding": faces.config,
+               "seconds": {k: round(v, 2) for k, v in faces.seconds.items()},
+               "skipped": faces.failed}
     if min_quality is not None:
-        summary.update({"min_quality": min_quality, "set_aside": aside})
+        summary.update({"min_quality": min_quality, "set_aside": faces.set_aside})
     return summary
-
-
-def _rows_of(relpaths: Sequence[str], kept: Sequence[str]) -> Any:
-    """Row indices (into ``relpaths``) of the ``kept`` photos, in ``relpaths`` order."""
-    import numpy as np
-
-    keep = set(kept)
-    return np.asarray([i for i, r in enumerate(relpaths) if r in keep], dtype=np.int64)
 
 
 def _identify_model(gal: Any, model: str | Path | None) -> Path:
@@ -146,11 +109,12 @@ def identify_photos(gallery: str | Path, images: Sequence[str | Path], model: st
     root, rels = expand_images(images)
     res = LOCAL.embed(root, rels, model, None, workers, **{"on_error": "skip", **options})
     kept, aside = set_aside(res.relpaths, qualities(card, res.sigma_sq), min_quality)
-    rows = _rows_of(res.relpaths, kept)
+    rows = rows_of(res.relpaths, kept)
     sig = None if res.sigma_sq is None else res.sigma_sq[rows]
     answers = identify(gal, res.embeddings[rows], top_k, threshold, method, metric, sig) if kept else []
     rows_out = {r: [{"name": n, "score": round(s, 4)} for n, s in hits] for r, hits in zip(kept, answers, strict=True)}
-    result = {"gallery": str(gallery), "metric": metric, "threshold": threshold, "answers": rows_out,
+    result = {"gallery": str(gallery), "embedding": res.config, "metric": metric, "threshold": threshold,
+              "answers": rows_out,
               "failed": [{"image": r, "reason": w} for r, w in res.failed], "used_whole": len(res.whole),
               "min_quality": min_quality, "set_aside": aside}
     report = face_report(card, sig)
@@ -172,7 +136,7 @@ def evaluate_identification_folder(images: str | Path, model: str | Path, min_im
 
     images, model = Path(images), Path(model)
     rels, people = identity_images(images, min_images)
-    res = LOCAL.embed(images, rels, model, _landmarks(landmarks), workers, **{"on_error": "skip", **options})
+    res = LOCAL.embed(images, rels, model, landmarks_of(landmarks), workers, **{"on_error": "skip", **options})
     label = dict(zip(rels, people, strict=True))
     result = evaluate_identification(res.embeddings, [label[r] for r in res.relpaths], seed, gallery_fraction,
                                      min_images, impostor_fraction, far, sigma_sq=res.sigma_sq, compare_faiss=True)
@@ -185,6 +149,35 @@ def evaluate_identification_folder(images: str | Path, model: str | Path, min_im
     if json_out:
         write_json(json_out, result)
     return result
+
+
+def detect_photos(images: Sequence[str | Path], out: str | Path, keep: str = "largest", on_error: str = "skip",
+                  min_face_size: float = 40.0, fmt: str = "xxyy", backend: str = "ort",
+                  checkpoint: str | Path | None = None, reference: str | Path | None = None,
+                  workers: int | None = None, overwrite: bool = False,
+                  progress: bool = True) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``faceembed detect``: MTCNN faces and 5 landmarks of every photo into ``out`` (``fmt`` xxyy | interleaved),
+    ``OUT.json`` (boxes, scores) and ``OUT.skipped.txt``; a killed run resumes from ``OUT.parts/``. With
+    ``reference`` (a landmark file) also the distance to it per inter-ocular distance. Returns (summary, the
+    photos left out as ``(relpath, reason)``)."""
+    import shutil
+
+    from faceembed.faces.detect import DetectorConfig
+    from faceembed.faces.detect_files import claim_parts, detect_files, write_detections
+
+    root, rels = expand_images(images)
+    config = DetectorConfig(min_face_size=min_face_size)
+    parts = claim_parts(out, root, rels, config, keep, backend, overwrite)  # a killed run resumes from here
+    result = detect_files(root, rels, config, checkpoint, backend, workers, keep, on_error,  # type: ignore[arg-type]
+                          progress, parts=parts)
+    summary = write_detections(out, result, fmt)
+    shutil.rmtree(parts)
+    if reference is not None:
+        from faceembed.data.lfw import read_landmarks
+        from faceembed.evaluation.landmarks import compare_to_reference
+
+        summary["reference"] = compare_to_reference(result.landmarks, read_landmarks(reference), rels)
+    return summary, result.failed
 
 
 def align_folder(images: str | Path, out: str | Path, landmarks: str | Path | None = None,

@@ -293,14 +293,21 @@ def run_batched(backend: Backend, x: np.ndarray, batch: int = 64) -> list[np.nda
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
+def default_backend(path: str | Path) -> str:
+    """The backend a model file runs on when none is named: ``torch`` for a faceembed checkpoint (``.pt``),
+    ``ort`` (ONNX Runtime) for an ONNX file."""
+    return "ort" if Path(path).suffix.lower() == ".onnx" else "torch"
+
+
 def load_backend(
     path: str | Path,
-    backend: str = "ort",
+    backend: str | None = None,
     precision: str | None = None,
     threads: int | None = None,
     provider: str = "cpu",
 ) -> Backend:
-    """Open ``path`` with the named backend. ``.pt`` checkpoints run on ``torch``; ONNX files on the others.
+    """Open ``path`` with the named backend (None: :func:`default_backend`). ``.pt`` checkpoints run on ``torch``;
+    ONNX files on the others.
 
     ``auto`` is not a backend here: the driver resolves it once into a (backend, precision) pair with
     :func:`faceembed.inference.autoselect.resolve_backend` and passes that pair to every worker."""
@@ -309,6 +316,7 @@ def load_backend(
     path = resolve_model(path)  # a built-in or imported model's name works wherever a path does
     if not path.exists():
         raise MissingInputError("model file not found", path)
+    backend = backend or default_backend(path)
     if backend not in BACKENDS:
         raise BackendUnavailableError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if precision is not None and precision not in PRECISIONS:

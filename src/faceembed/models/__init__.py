@@ -1,4 +1,4 @@
-"""Networks, one per file, and the name -> constructor registry.
+"""Networks, one per file, built by architecture name (the names: :data:`faceembed.models.registry.ARCHITECTURES`).
 
 Every network is a plain ``nn.Module`` taking NCHW float input already normalised, and returning a tuple of
 tensors named by its ``output_names`` attribute (the ONNX output names). Registry values are import paths
@@ -13,22 +13,9 @@ from collections.abc import Callable
 from torch import nn
 
 from faceembed.errors import CheckpointError
+from faceembed.models.registry import ARCHITECTURES
 
-MODELS: dict[str, str] = {
-    "mnist_net": "faceembed.models.mnist_net:MnistNet",
-    "mnist_classifier": "faceembed.models.mnist_net:MnistClassifier",
-    "mobilefacenet": "faceembed.models.mobilefacenet:MobileFaceNet",
-    "sphere20": "faceembed.models.sphere:sphere20",
-    "sphere64": "faceembed.models.sphere:sphere64",
-    "iresnet18": "faceembed.models.iresnet:iresnet18",
-    "iresnet34": "faceembed.models.iresnet:iresnet34",
-    "iresnet50": "faceembed.models.iresnet:iresnet50",
-    "iresnet100": "faceembed.models.iresnet:iresnet100",
-    "pfe": "faceembed.models.pfe_head:PFEModel",
-    "pfe_head": "faceembed.models.pfe_head:UncertaintyHead",
-    "mtcnn": "faceembed.models.mtcnn:MTCNN",
-    "dlib_resnet": "faceembed.models.dlib_resnet:DlibResNet",
-}
+MODELS = ARCHITECTURES  # the one table lives in faceembed.models.registry
 
 
 def constructor(name: str) -> Callable[..., nn.Module]:

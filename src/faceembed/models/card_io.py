@@ -158,3 +158,16 @@ def write_card(path: str | Path, card: ModelCard) -> None:
     payload = read_checkpoint(path)
     payload["extra"] = {**payload.get("extra", {}), "card": card.to_dict()}
     write_with(path, lambda tmp: torch.save(payload, tmp))
+
+
+def model_card_report(model: str | Path) -> dict[str, Any]:
+    """``faceembed card``: the card as JSON; for a built-in model also ``calibration``: ``"shipped"`` or the file
+    of the user's calibration (``faceembed calibrate --model NAME --reset`` removes it)."""
+    from faceembed.models.registry import builtin_of
+    from faceembed.models.user_calibration import calibration_of
+
+    report = read_card(model).to_dict()
+    name = builtin_of(model)
+    if name is not None:
+        report["calibration"] = calibration_of(name)
+    return report

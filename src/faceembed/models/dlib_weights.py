@@ -28,6 +28,7 @@ from faceembed.models.card import ModelCard
 from faceembed.models.checkpoint import InputSpec, read_checkpoint, save_checkpoint
 from faceembed.models.dlib_format import DlibNet, parse_dlib_net
 from faceembed.models.dlib_resnet import DlibResNet, dlib_layer_plan
+from faceembed.models.user_calibration import with_user_calibration
 
 DLIB_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 #: Input spec of the converted model: pixels / 256; the per-channel mean is the model's ``input_mean`` buffer.
@@ -149,7 +150,8 @@ def convert_dlib_resnet(out: str | Path, source: str | Path | None = None) -> Pa
 
 def dlib_resnet_checkpoint(path: str | Path | None = None) -> Path:
     """Path of a converted dlib ResNet checkpoint: ``path`` if given (must exist), else the cached one,
-    converted from ``face_recognition_models`` on first use."""
+    converted from ``face_recognition_models`` on first use; its card is the shipped one with the user's
+    calibration (:mod:`faceembed.models.user_calibration`) when there is one."""
     if path is not None:
         read_checkpoint(path)
         return Path(path)
@@ -160,11 +162,13 @@ def dlib_resnet_checkpoint(path: str | Path | None = None) -> Path:
         except CheckpointError:
             payload = None  # a corrupt cache entry is rebuilt
         if payload is not None and payload.get("arch") == "dlib_resnet":
-            if payload["extra"].get("card") != dlib_card().to_dict():  # a newer faceembed's card: update it
+            want = with_user_calibration("dlib-resnet", dlib_card())
+            if payload["extra"].get("card") != want.to_dict():  # a newer card, or a calibration made or reset
                 from faceembed.models.card_io import write_card
 
-                write_card(target, dlib_card())
+                write_card(target, want)
             return target
-    return convert_dlib_resnet(target)
+    convert_dlib_resnet(target)
+    return dlib_resnet_checkpoint()  # the user's calibration, if any, written into the new checkpoint's card
 
 

@@ -3,6 +3,7 @@ the MLS loss over genuine pairs, early stopping on held-out people's MLS verific
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -40,6 +41,23 @@ class PFETrainConfig:
     # accuracy-stopping alone; all within noise (scripts/pfe_compare_variants.py).
     flip_augment: bool = False
     seed: int = 0
+    # Intra-op threads for the backbone features and the heads: a fixed count (with PyTorch's deterministic
+    # algorithms) makes the same command give the same heads on one machine; another count is another run.
+    threads: int = 2
+
+
+@contextlib.contextmanager
+def deterministic_torch(threads: int) -> Iterator[None]:
+    """Same inputs, same results on one machine: ``threads`` intra-op threads and PyTorch's deterministic
+    algorithms for the duration, the caller's settings restored afterwards."""
+    old_threads, old_deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(max(1, threads))
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_deterministic)
 
 
 class PKSampler:

@@ -26,7 +26,13 @@ from faceembed.files import file_sha256, write_json, write_with
 from faceembed.models.card import ModelCard
 from faceembed.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from faceembed.models.pfe_head import PFEModel
-from faceembed.training.pfe_fit import PFETrainConfig, head_sigma_sq, make_validation_pairs, train_head
+from faceembed.training.pfe_fit import (
+    PFETrainConfig,
+    deterministic_torch,
+    head_sigma_sq,
+    make_validation_pairs,
+    train_head,
+)
 
 
 def _backbone_input(images: np.ndarray, card: ModelCard | None) -> torch.Tensor:
@@ -255,6 +261,16 @@ def _claim_out(out_dir: Path, made_by: dict[str, Any], overwrite: bool) -> None:
 def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmarks: str | Path,
                         out_dir: str | Path, config: PFETrainConfig | None = None,
                         progress: bool = True, workers: int = 2, overwrite: bool = False) -> dict[str, Any]:
+    """:func:`_train_pfe_crossfold` with ``config.threads`` intra-op threads and deterministic algorithms: the same
+    command gives the same heads and figures on one machine."""
+    config = config or PFETrainConfig()
+    with deterministic_torch(config.threads):
+        return _train_pfe_crossfold(backbone_ckpt, lfw_root, landmarks, out_dir, config, progress, workers, overwrite)
+
+
+def _train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmarks: str | Path,
+                         out_dir: str | Path, config: PFETrainConfig, progress: bool, workers: int,
+                         overwrite: bool) -> dict[str, Any]:
     """Train one head per LFW View-2 fold on the people outside that fold; score each fold with its head.
 
     ``lfw_root`` holds ``images/`` and ``pairs.txt``; ``backbone_ckpt`` is a faceembed checkpoint (convert
@@ -270,10 +286,8 @@ def train_pfe_crossfold(backbone_ckpt: str | Path, lfw_root: str | Path, landmar
     from faceembed.models.card_io import read_card
     from faceembed.models.registry import resolve_model
 
-    config = config or PFETrainConfig()
     backbone_ckpt, out_dir = resolve_model(backbone_ckpt), Path(out_dir)
     t_start = time.perf_counter()
-    torch.set_num_threads(min(torch.get_num_threads(), max(1, workers)))
     payload = read_checkpoint(backbone_ckpt)
     arch, bconfig = payload["arch"], payload["config"]
     backbone, spec, _ = load_checkpoint(backbone_ckpt)

@@ -65,8 +65,10 @@ def embed_images_ray(root: str | Path | None, relpaths: Sequence[str], model: st
     (rows in ``relpaths`` order, ``failed`` as ``(relpath, reason)``, ``seconds`` summed over workers);
     ``options`` are :class:`~faceembed.faces.embed.EmbedOptions` fields."""
     from faceembed.faces.embed import EmbedOptions, EmbedResult
+    from faceembed.models.registry import resolve_model
 
     o = EmbedOptions(**options).check()
+    model = resolve_model(model)  # a built-in or imported name: its file, before it becomes an absolute path
     root_s = str(Path(root).resolve()) if root is not None else None
     rows = [{"rel": r if root is not None else str(Path(r).resolve()),
              "landmarks": json.dumps(np.asarray(landmarks[r]).tolist()) if landmarks and r in landmarks else ""}
