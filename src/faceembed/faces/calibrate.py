@@ -28,7 +28,10 @@ def calibrate_model(model: str | Path, lfw_root: str | Path, pairs: str | Path |
     marks_file = Path(landmarks) if landmarks else root / "lfw_landmark.txt"
     pair_list = read_pairs(pairs_file)
     names = pair_images(pair_list)
-    fm = FaceModel.load(model)
+    from faceembed.inference.backends import default_backend
+    from faceembed.models.registry import resolve_model
+
+    fm = FaceModel.load(model, default_backend(resolve_model(model)))  # fp32: thresholds of the model itself
     c = fm.card
     faces = align_images_in_memory(root / "images", read_landmarks(marks_file), names, size=(c.height, c.width),
                                    workers=workers, progress=progress, template=c.template)

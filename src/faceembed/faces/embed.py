@@ -37,22 +37,35 @@ class FaceModel:
     def load(cls, path: str | Path, backend: str | None = None, threads: int | None = None) -> FaceModel:
         """Open ``path``. ``backend`` None or ``"auto"``: the fastest accurate (file, backend, precision) that
         :func:`~faceembed.inference.autoselect.choose_model_config` measured for this file on this machine
-        (cached; a checkpoint may run as its cached ONNX twin); a backend name runs the file as given."""
+        (cached; a checkpoint may run as its cached ONNX twin); a backend name runs the file as given.
+        ``$FACEEMBED_PHOTO_BACKEND`` overrides None: a backend name, or ``fp32`` (the file's own kind in fp32:
+        PyTorch for a checkpoint, ONNX Runtime for ONNX), e.g. to compare two models' embeddings exactly."""
         from faceembed.inference.backends import load_backend
         from faceembed.models.card_io import read_card
         from faceembed.models.registry import resolve_model
 
         path = resolve_model(path)
         card = read_card(path)
+        backend = backend or photo_backend(path)
         if backend not in (None, "auto"):
             return cls(path, load_backend(path, backend, threads=threads), card,
                        {"file": str(path), "backend": backend, "source": "given"})
         from faceembed.inference.autoselect import choose_model_config
 
         config = choose_model_config(path, threads, lambda: _sample_faces(card))
-        run = _LazyBackend(lambda: load_backend(config["file"], config["backend"], config["precision"], threads))
-        return cls(path, run, card, {k: config[k] for k in ("file", "backend", "precision", "ms_per_image",
-                                                            "source")})
+        return cls.from_config(path, config, threads, card)
+
+    @classmethod
+    def from_config(cls, path: str | Path, config: dict, threads: int | None = None,
+                    card: ModelCard | None = None) -> FaceModel:
+        """Open ``path`` as ``config`` says (``file``, ``backend``, ``precision``: another process's
+        :attr:`config`), so that workers run exactly what the driver chose."""
+        from faceembed.inference.backends import load_backend
+        from faceembed.models.card_io import read_card
+
+        run = _LazyBackend(lambda: load_backend(config["file"], config["backend"], config.get("precision"), threads))
+        kept = {k: config[k] for k in ("file", "backend", "precision", "ms_per_image", "source") if k in config}
+        return cls(Path(path), run, card or read_card(path), kept)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -94,6 +107,22 @@ class FaceModel:
         if not embs:
             return np.zeros((0, c.embedding_size), np.float32), None
         return np.concatenate(embs).astype(np.float32), (np.concatenate(sigs).astype(np.float32) if sigs else None)
+
+
+def photo_backend(path: Path) -> str | None:
+    """The backend ``$FACEEMBED_PHOTO_BACKEND`` asks for (``fp32``: the file kind's reference backend), or None
+    (the measured fastest accurate configuration)."""
+    from faceembed.inference.backends import BACKENDS, default_backend
+
+    wanted = os.environ.get("FACEEMBED_PHOTO_BACKEND", "").strip()
+    if not wanted or wanted == "auto":
+        return None
+    if wanted == "fp32":
+        return default_backend(path)
+    if wanted not in BACKENDS:
+        raise FaceembedError(f"FACEEMBED_PHOTO_BACKEND must be auto, fp32 or one of {', '.join(BACKENDS)}, not "
+                             f"{wanted!r}")
+    return wanted
 
 
 class _LazyBackend:

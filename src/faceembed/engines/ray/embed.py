@@ -23,11 +23,11 @@ from faceembed.errors import InputFormatError
 class EmbedWorker:
     """One Ray Data worker: the face model loaded once, ``embed_images`` on each chunk it is given."""
 
-    def __init__(self, root: str | None, model: str, backend: str | None, threads: int, options: dict[str, Any],
+    def __init__(self, root: str | None, model: str, config: dict[str, Any], threads: int, options: dict[str, Any],
                  use_landmarks: bool):
         from faceembed.faces.embed import FaceModel
 
-        self.model = FaceModel.load(model, backend, threads)
+        self.model = FaceModel.from_config(model, config, threads)  # what the driver chose, never measured here
         self.root = root
         self.options = {**options, "on_error": "skip", "progress": False}  # the driver decides on errors
         self.use_landmarks = use_landmarks  # given landmarks: no detection, images without them fail
@@ -64,11 +64,12 @@ def embed_images_ray(root: str | Path | None, relpaths: Sequence[str], model: st
     """:func:`~faceembed.faces.embed.embed_images` on Ray Data; returns the same :class:`EmbedResult`
     (rows in ``relpaths`` order, ``failed`` as ``(relpath, reason)``, ``seconds`` summed over workers);
     ``options`` are :class:`~faceembed.faces.embed.EmbedOptions` fields."""
-    from faceembed.faces.embed import EmbedOptions, EmbedResult
+    from faceembed.faces.embed import EmbedOptions, EmbedResult, FaceModel
     from faceembed.models.registry import resolve_model
 
     o = EmbedOptions(**options).check()
     model = resolve_model(model)  # a built-in or imported name: its file, before it becomes an absolute path
+    config = FaceModel.load(model, backend, threads).config  # resolved once (auto: measured or cached) for all
     root_s = str(Path(root).resolve()) if root is not None else None
     rows = [{"rel": r if root is not None else str(Path(r).resolve()),
              "landmarks": json.dumps(np.asarray(landmarks[r]).tolist()) if landmarks and r in landmarks else ""}
@@ -79,7 +80,7 @@ def embed_images_ray(root: str | Path | None, relpaths: Sequence[str], model: st
     with ray_session(address, local_cpus() if address is None else None) as ray:
         workers, cpus, worker_threads = plan_workers(ray.cluster_resources().get("CPU", local_cpus()), num_workers,
                                                      threads)
-        kwargs = {"root": root_s, "model": str(Path(model).resolve()), "backend": backend,
+        kwargs = {"root": root_s, "model": str(Path(model).resolve()), "config": config,
                   "threads": worker_threads, "options": dataclasses.asdict(o), "use_landmarks": landmarks is not None}
         for rec in run_pipeline(ray, rows, EmbedWorker, kwargs, workers, cpus, batch_size=chunk):
             if "seconds" in rec:
@@ -97,4 +98,4 @@ def embed_images_ray(root: str | Path | None, relpaths: Sequence[str], model: st
     if ok and got[ok[0]]["sigma_sq"] is not None:
         sig = np.asarray([got[r]["sigma_sq"] for r in ok], dtype=np.float32)
     marks = {r: np.asarray(got[r]["landmarks"], dtype=np.float64) for r in ok if got[r]["landmarks"] is not None}
-    return EmbedResult(ok, emb, sig, failed, seconds, marks, [r for r in ok if got[r]["whole"]])
+    return EmbedResult(ok, emb, sig, failed, seconds, marks, [r for r in ok if got[r]["whole"]], config)
