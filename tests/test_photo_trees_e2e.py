@@ -109,8 +109,6 @@ def test_photo_tree_enroll_identify_detect(setup, tmp_path):
 @pytest.mark.slow
 def test_photo_tree_compare(setup, tmp_path):
     _, model, _, env = setup
-    if run_cli("compare", "--help", env=env).returncode != 0:
-        pytest.skip("'faceembed compare' does not exist yet (being written elsewhere)")
     import shutil
 
     from test_cli_errors import assert_one_line_error
