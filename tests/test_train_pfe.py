@@ -3,6 +3,7 @@ features (and mirror features) are cached, heads are reused on a rerun."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -99,7 +100,7 @@ def test_the_same_command_twice_gives_the_same_heads(tiny_lfw, tmp_path):
               "r = train_pfe_crossfold(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[2]) / 'lfw_landmark.txt',"
               " Path(sys.argv[4]), cfg, progress=False, workers=1)\n"
               "print(json.dumps({'mls': r['mls'], 'cosine': r['cosine']}))\n")
-    config = json.dumps({**dataclasses_asdict(CONFIG), "heads": 2})
+    config = json.dumps({**dataclasses.asdict(CONFIG), "heads": 2})
     outs = []
     for run, omp in (("a", "1"), ("b", "2")):
         env = {**os.environ, "OMP_NUM_THREADS": omp}
@@ -113,9 +114,3 @@ def test_the_same_command_twice_gives_the_same_heads(tiny_lfw, tmp_path):
         b, _, _ = load_checkpoint(tmp_path / "b" / "heads" / fold, expect_arch="pfe")
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
             assert torch.equal(x, y), f"{fold}: {name} differs"
-
-
-def dataclasses_asdict(config: PFETrainConfig) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(config)

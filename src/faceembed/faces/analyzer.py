@@ -172,11 +172,11 @@ class FaceAnalyzer:
         if t is None:
             raise NoThresholdsError(f"model {self.card.name or self.model.path.name!r} has no calibrated thresholds: "
                                     "run 'faceembed calibrate --model MODEL' first", self.model.path)
-        key = next((k for k in t.far if float(k) == float(far)), None)
-        if key is None:
+        value = t.at(far)
+        if value is None:
             raise NoThresholdsError(f"no threshold at FAR {far:g} in the model card (it has {', '.join(t.far)})",
                                     self.model.path)
-        return float(t.far[key])
+        return value
 
     def compare(self, a: ImageLike, b: ImageLike, far: float = 1e-3) -> Match:
         """Are the largest faces of ``a`` and ``b`` the same person? Cosine similarity against the card's

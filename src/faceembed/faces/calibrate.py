@@ -21,16 +21,15 @@ def calibrate_model(model: str | Path, lfw_root: str | Path, pairs: str | Path |
     from faceembed.evaluation.verification import ten_fold_accuracy
     from faceembed.faces.align_files import align_images_in_memory
     from faceembed.faces.embed import FaceModel
+    from faceembed.inference.backends import default_backend
     from faceembed.models.card import Thresholds
+    from faceembed.models.registry import resolve_model
 
     root = Path(lfw_root)
     pairs_file = Path(pairs) if pairs else root / "pairs.txt"
     marks_file = Path(landmarks) if landmarks else root / "lfw_landmark.txt"
     pair_list = read_pairs(pairs_file)
     names = pair_images(pair_list)
-    from faceembed.inference.backends import default_backend
-    from faceembed.models.registry import resolve_model
-
     fm = FaceModel.load(model, default_backend(resolve_model(model)))  # fp32: thresholds of the model itself
     c = fm.card
     faces = align_images_in_memory(root / "images", read_landmarks(marks_file), names, size=(c.height, c.width),

@@ -40,8 +40,9 @@ class PhotoFaces:
 
 def xywh(box: Any) -> list[float]:
     """A detector box (x1, y1, x2, y2) as [x, y, w, h], rounded to 0.1 px."""
-    x1, y1, x2, y2 = (float(v) for v in np.asarray(box)[:4])
-    return [round(x1, 1), round(y1, 1), round(x2 - x1, 1), round(y2 - y1, 1)]
+    from faceembed.faces.detect import box_xywh
+
+    return box_xywh(box, 1)
 
 
 def embed_photo_folder(root: str | Path, model: Any = "dlib-resnet", detector: str = "mtcnn", no_face: str = "skip",

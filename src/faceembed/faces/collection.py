@@ -53,16 +53,17 @@ def card_threshold(model: str | Path, far: float) -> float:
     if t is None:
         raise NoThresholdsError(f"model {str(model)!r} has no calibrated thresholds: run 'faceembed calibrate "
                                 f"--model {model}' first, then create the collection")
-    key = next((k for k in t.far if float(k) == float(far)), None)
-    if key is None:
+    value = t.at(far)
+    if value is None:
         raise NoThresholdsError(f"no threshold at FAR {far:g} in the card of {str(model)!r} (it has "
                                 f"{', '.join(t.far)}): pick one of those with --far, or rerun 'faceembed calibrate'")
-    return float(t.far[key])
+    return value
 
 
 def _box(face: Face) -> list[float]:
-    x1, y1, x2, y2 = (float(v) for v in face.box[:4])
-    return [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
+    from faceembed.faces.detect import box_xywh
+
+    return box_xywh(face.box, 2)
 
 
 def face_dict(face: Face) -> dict[str, Any]:

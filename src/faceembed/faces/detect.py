@@ -67,6 +67,13 @@ class DetectorConfig:
     batch_size: int = 256
 
 
+def box_xywh(box: Sequence[float] | np.ndarray, digits: int) -> list[float]:
+    """A detector box (x1, y1, x2, y2) as ``[x, y, w, h]`` rounded to ``digits`` decimals (people.json, the
+    service's answers)."""
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box)[:4])
+    return [round(x1, digits), round(y1, digits), round(x2 - x1, digits), round(y2 - y1, digits)]
+
+
 @dataclass
 class Face:
     """One detected face: ``box`` (x1, y1, x2, y2), ``score`` (O-Net probability), ``landmarks`` (5, 2) as (x, y)

@@ -29,7 +29,7 @@ class Gallery:
     @classmethod
     def from_folder(cls, folder: str | Path, analyzer: FaceAnalyzer, min_quality: float | None = None) -> Gallery:
         """Enroll every person folder of ``folder`` (``folder/Name/photo``, any image format) as ``faceembed
-        enroll`` does (:func:`faceembed.faces.people.embed_people`, with the analyzer's model and detector);
+        enroll`` does (:func:`faceembed.faces.enrollment.embed_people`, with the analyzer's model and detector);
         photos without a face are left out and listed in ``gallery.skipped``; with ``min_quality`` (a PFE model
         with a quality reference) faces of lower quality are not enrolled and listed in ``gallery.set_aside``."""
         from faceembed.faces.enrollment import embed_people

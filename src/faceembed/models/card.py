@@ -112,6 +112,11 @@ class Thresholds:
         if problems:
             raise _bad(problems, "model card thresholds")
 
+    def at(self, far: float) -> float | None:
+        """The threshold calibrated at exactly ``far`` (the rates are kept as text: ``"0.001"``), or None."""
+        key = next((k for k in self.far if float(k) == float(far)), None)
+        return None if key is None else float(self.far[key])
+
 
 @dataclasses.dataclass(frozen=True)
 class Quality:

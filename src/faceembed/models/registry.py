@@ -79,11 +79,6 @@ BUILTIN: dict[str, BuiltinModel] = {
 }
 
 
-def reserved_names() -> set[str]:
-    """Names an imported model may not take: built-ins, architectures and the benchmark's recipes."""
-    return {*BUILTIN, *ARCHITECTURES, *BENCH_RECIPES}
-
-
 def check_new_name(name: str) -> None:
     """Refuse a name for an imported model that already means another model (one line naming what it is)."""
     from faceembed.errors import FaceembedError
