@@ -8,8 +8,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from faceembed.bench.accuracy import TASK_GATE, accuracy_gates, compare_to_fp32, tar_at_far_all_pairs
 from faceembed.bench.run import best_rows, speedups
 
 
@@ -40,6 +42,9 @@ def test_bench_mnist_report_structure(tmp_path):
     assert all(r["accuracy_ok"] for r in fp32_ort), "fp32 ONNX Runtime matches PyTorch"
     best = report["best"]["mnist"]
     assert set(best) == {"1", "4"} and all(rows[i]["accuracy_ok"] for i in best.values())
+    for r in rows:  # both gates on every row; MNIST without a trained checkpoint has no task figures
+        assert r["min_cosine_gate"] in ("pass", "fail") and r["task_gate"] == "n/a"
+        assert r["accuracy_ok"] == (r["accurate_by"] == "min_cosine") == (r["min_cosine_gate"] == "pass")
     assert (tmp_path / "b.png").stat().st_size > 1000
     cache = json.loads((tmp_path / "cache" / "auto_backend.json").read_text())
     assert {c["source"] for c in cache.values()} == {"faceembed bench"}, "bench records --backend auto choices"
@@ -51,3 +56,57 @@ def test_best_is_fastest_accurate_row():
             {"model": "m", "batch": 1, "images_per_s": 20.0, "accuracy_ok": True, "peer_default": False}]
     assert best_rows(rows) == {"m": {"1": 2}}
     assert speedups(rows, best_rows(rows)) == {"m": {"1": 2.0}}
+
+
+def _task(delta: float, tar_delta: float | None, loss_limit: float = 0.003) -> dict:
+    """compare_to_fp32's output for synthetic accuracies / TARs (fp32: 0.99 and 0.95)."""
+    result = {"task": "LFW 10-fold cosine, single features", "accuracy": 0.99 + delta, "outputs": [np.zeros(1)]}
+    reference = {"task": result["task"], "accuracy": 0.99, "outputs": [np.zeros(1)]}
+    if tar_delta is not None:
+        result["tar_at_far"] = {"far_target": 1e-3, "tar": 0.95 + tar_delta}
+        reference["tar_at_far"] = {"far_target": 1e-3, "tar": 0.95}
+    task = compare_to_fp32(result, reference, "int8")
+    assert task["limit"] == loss_limit and task["delta"] == pytest.approx(delta)
+    return task
+
+
+@pytest.mark.parametrize("cos_ok,delta,tar_delta,precision,want", [
+    (True, 0.0, 0.0, "int8", ("pass", "pass", "min_cosine+task")),
+    (False, -0.0005, 0.004, "int8", ("fail", "pass", "task")),  # the task gate accepts what min-cosine rejects
+    (False, 6 / 6000, -0.005, "int8", ("fail", "pass", "task")),  # exactly at both tolerances
+    (False, -7 / 6000, 0.0, "int8", ("fail", "fail", None)),  # accuracy moved by more than 0.001
+    (False, 0.0, -0.0051, "int8", ("fail", "fail", None)),  # TAR fell by more than 0.005
+    (False, 0.0, 0.0051, "bf16", ("fail", "fail", None)),  # ... or rose: "unchanged" either way
+    (True, -0.002, 0.0, "int8", ("pass", "fail", "min_cosine")),  # within int8's loss limit: min-cosine accepts
+    (True, -0.004, 0.0, "int8", ("pass", "fail", None)),  # beyond int8's loss limit: neither
+    (False, 0.0, 0.0, "fp32", ("fail", "n/a", None)),  # fp32 has no task gate: a cosine failure is a bug
+    (False, 0.0, None, "int8", ("fail", "n/a", None)),  # no TAR (MNIST): no task gate
+])
+def test_accuracy_gates(cos_ok, delta, tar_delta, precision, want):
+    task = _task(delta, tar_delta)
+    g = accuracy_gates(cos_ok, task, precision)
+    assert (g["min_cosine_gate"], g["task_gate"], g["accurate_by"]) == want
+    assert g["accuracy_ok"] == (want[2] is not None)
+    assert accuracy_gates(True, None, "int8") == {"min_cosine_gate": "pass", "task_gate": "n/a",
+                                                  "accuracy_ok": True, "accurate_by": "min_cosine"}
+    assert TASK_GATE == {"accuracy": 0.001, "tar_at_far": 0.005}
+
+
+@pytest.mark.parametrize("far", [1e-2, 1e-3])
+def test_tar_at_far_all_pairs_matches_a_direct_float64_count(far):
+    rng = np.random.default_rng(7)
+    people = [f"p{i % 60}" for i in range(420)]
+    centers = rng.standard_normal((60, 16))
+    emb = (centers[[int(p[1:]) for p in people]] + 1.1 * rng.standard_normal((420, 16))).astype(np.float32)
+    got = tar_at_far_all_pairs(emb, people, far)
+    e = emb.astype(np.float64) / np.linalg.norm(emb.astype(np.float64), axis=1, keepdims=True)
+    same_, imp = [], []
+    for i in range(len(e)):  # every pair i < j, one at a time
+        for j in range(i + 1, len(e)):
+            (same_ if people[i] == people[j] else imp).append(float(e[i] @ e[j]))
+    imp_desc = np.sort(imp)[::-1]
+    allowed = int(np.floor(far * len(imp)))  # impostor pairs that may be accepted
+    tar = float(np.mean(np.asarray(same_) > imp_desc[allowed]))  # accept above the first impostor kept out
+    assert (got["genuine_pairs"], got["impostor_pairs"]) == (len(same_), len(imp))
+    assert got["tar"] == pytest.approx(tar, abs=1e-12) and 0 < got["tar"] < 1
+    assert got["far"] <= far and got["far"] == pytest.approx(allowed / len(imp), abs=1e-12)

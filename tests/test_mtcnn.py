@@ -43,6 +43,52 @@ def test_pyramid_scales():
         B.pyramid_scales(100, 100, 0)
 
 
+@pytest.mark.parametrize("h,w,size,frac", [(250, 250, 40, 1 / 16), (1000, 1000, 40, 1 / 16), (3000, 4000, 40, 1 / 16),
+                                           (1200, 1600, 20, 0.05), (700, 300, 40, 0.2), (1000, 1000, 40, 0.0)])
+def test_pyramid_scales_with_a_relative_floor(h, w, size, frac):
+    smallest = max(size, frac * min(h, w))  # the direct computation, float64
+    first = 12.0 / smallest
+    n = int(np.floor(np.log(12.0 / (min(h, w) * first)) / np.log(0.709))) + 1  # levels whose side stays >= 12
+    want = [first * 0.709 ** k for k in range(n)]
+    got = B.pyramid_scales(h, w, size, 0.709, min_face_fraction=frac)
+    assert got == pytest.approx(want, rel=1e-12) and len(got) == n
+    assert B.smallest_face(h, w, size, frac) == smallest
+    if frac * min(h, w) <= size:  # the floor below min_face_size: exactly the scales without it
+        assert got == B.pyramid_scales(h, w, size, 0.709)
+    else:  # above it: fewer levels, and P-Net's largest input side at most 12 / frac
+        assert len(got) < len(B.pyramid_scales(h, w, size, 0.709))
+        assert min(h, w) * got[0] == pytest.approx(12 / frac)
+    with pytest.raises(ValueError):
+        B.pyramid_scales(h, w, size, 0.709, min_face_fraction=1.0)
+
+
+def test_min_face_fraction_default_is_one_constant():
+    import inspect
+
+    from faceembed.cli import photos
+    from faceembed.faces.detect import DetectorConfig
+    from faceembed.faces.embed import EmbedOptions
+    from faceembed.faces.pipeline import PhotoOptions
+
+    assert B.MIN_FACE_FRACTION == 1 / 16
+    for command in (photos.detect, photos.enroll, photos.identify, photos.evaluate_identification):
+        assert inspect.signature(command).parameters["min_face_fraction"].default == B.MIN_FACE_FRACTION
+    assert DetectorConfig().min_face_fraction == EmbedOptions().min_face_fraction == \
+        PhotoOptions().min_face_fraction == B.MIN_FACE_FRACTION
+    from faceembed.errors import FaceembedError
+
+    with pytest.raises(FaceembedError, match="--min-face-fraction"):
+        DetectorConfig(min_face_fraction=-0.1)
+
+
+@pytest.mark.parametrize("command", [["detect", "missing", "--out", "lm.txt"],
+                                     ["enroll", "--images", "missing", "--out", "g.npz"]])
+def test_a_bad_min_face_fraction_is_refused_before_any_work(command, tmp_path):
+    from test_cli_errors import assert_one_line_error
+
+    assert_one_line_error(_cli(*command, "--min-face-fraction", "1.5", cwd=tmp_path), "--min-face-fraction")
+
+
 def test_nms_greedy_union_and_min():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [2, 2, 8, 8]], float)
     scores = np.array([0.9, 0.8, 0.7, 0.95])
@@ -194,9 +240,90 @@ def test_ort_and_torch_backends_agree():
         np.testing.assert_allclose(fa[0].box, fb[0].box, atol=0.05)
 
 
+@needs_lfw
+@needs_weights
+@pytest.mark.realdata
+def test_the_relative_floor_leaves_lfw_detections_bit_for_bit():
+    from faceembed.data.images import read_image_rgb
+    from faceembed.faces.detect import DetectorConfig, MTCNNDetector
+
+    imgs = [read_image_rgb(LFW / "images" / n) for n in _sample(24)]
+    on = MTCNNDetector(backend="ort").detect_many(imgs)  # the default: 1/16 of 250 px < 40 px
+    off = MTCNNDetector(config=DetectorConfig(min_face_fraction=0.0), backend="ort").detect_many(imgs)
+    assert sum(map(len, on)) >= len(imgs)
+    for a, b in zip(on, off, strict=True):
+        assert len(a) == len(b)
+        for fa, fb in zip(a, b, strict=True):
+            assert np.array_equal(fa.box, fb.box) and np.array_equal(fa.landmarks, fb.landmarks)
+            assert fa.score == fb.score
+
+
+@needs_lfw
+@needs_weights
+@pytest.mark.realdata
+def test_a_large_photo_skips_the_finest_levels_and_finds_the_same_face():
+    import cv2
+
+    from faceembed.data.images import read_image_rgb
+    from faceembed.faces.detect import DetectorConfig, MTCNNDetector, choose_face
+
+    det = MTCNNDetector(backend="ort")
+    pnet, inputs = det.nets.pnet, []
+
+    def counted(x):
+        inputs.append(x.shape[2:])
+        return pnet(x)
+
+    det.nets.pnet = counted
+    for name in _sample(2):
+        small = read_image_rgb(LFW / "images" / name)
+        ref = choose_face(det.detect(small), 250, 250)
+        big = cv2.resize(small, (1000, 1000), interpolation=cv2.INTER_CUBIC)
+        levels = {}
+        for frac in (0.0, B.MIN_FACE_FRACTION):
+            det.config = DetectorConfig(min_face_fraction=frac)
+            inputs.clear()
+            face = choose_face(det.detect(big), 1000, 1000)
+            levels[frac] = list(inputs)
+            d = mean_normalised_distance(face.landmarks[None], 4 * ref.landmarks[None])[0]
+            assert d < 0.05, (name, frac, d)  # the 250 px face, 4 times larger, within 5% of the eye distance
+        assert len(levels[B.MIN_FACE_FRACTION]) < len(levels[0.0])
+        assert max(levels[B.MIN_FACE_FRACTION]) == (192, 192) and max(levels[0.0]) == (300, 300)
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "faceembed", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
+
+
+@needs_lfw
+@needs_weights
+@pytest.mark.realdata
+def test_detect_cli_backend_auto_matches_ort_and_names_the_backend_that_ran(tmp_path):
+    from faceembed.data.lfw import read_landmarks
+    from faceembed.faces.detect import resolve_detect_backend
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    for n in _sample(3):
+        (src / Path(n).name).write_bytes((LFW / "images" / n).read_bytes())
+    marks, ran = {}, {}
+    for backend in ("auto", "ort"):
+        out = tmp_path / f"{backend}.txt"
+        r = _cli("detect", str(src), "--out", str(out), "--backend", backend, "--workers", "1", "--no-progress",
+                 cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        summary = json.loads(r.stdout)
+        assert summary["detected"] == 3
+        ran[backend] = summary["backend"]
+        assert json.loads(out.with_suffix(".json").read_text())["backend"] == ran[backend]
+        marks[backend] = read_landmarks(out)
+    assert ran == {"auto": resolve_detect_backend("auto"), "ort": "ort"}
+    if importlib.util.find_spec("openvino") is not None:
+        assert ran["auto"] == "ort+openvino"  # auto resolved, and the resolved backend is what ran
+    assert sorted(marks["auto"]) == sorted(marks["ort"])
+    for name, lm in marks["ort"].items():
+        np.testing.assert_allclose(marks["auto"][name], lm, rtol=0, atol=0.01)  # OpenVINO vs ORT: float noise
 
 
 @needs_lfw

@@ -28,7 +28,13 @@ PANEL = "Photos: detect and identify"
 Workers = Annotated[int | None, typer.Option(help="Processes (default: all cores).")]
 OnError = Annotated[str, typer.Option(help="skip (bad images / no face: one line each, listed in a skip list) | stop.")]
 Keep = Annotated[str, typer.Option(help="Several faces in a photo: keep the largest | the one nearest the center.")]
-MinFace = Annotated[float, typer.Option(help="Smallest face to find, pixels (P-Net pyramid starts there).")]
+MinFace = Annotated[float, typer.Option(help="Smallest face to find, pixels (P-Net pyramid starts there, or at "
+                                             "--min-face-fraction of the shorter side where that is larger).")]
+MinFaceFraction = Annotated[float, typer.Option(help="Smallest face to find as a share of the photo's shorter side, "
+                                                     "where larger than --min-face-size (1/16: large photos skip "
+                                                     "their costliest pyramid levels; 0: off).")]
+#: faceembed.faces.nms.MIN_FACE_FRACTION (a literal: the CLI's start-up imports no numpy; a test keeps them equal)
+MIN_FACE_FRACTION = 0.0625
 StoreUrl = Annotated[str | None, typer.Option("--db", help="A store (sqlite:///path.db | postgresql://...) "
                                                           "instead of a gallery file; with --collection.")]
 CollectionName = Annotated[str | None, typer.Option(help="A collection of --db (faceembed collection create).")]
@@ -38,9 +44,14 @@ MinQuality = Annotated[float | None, typer.Option(help="PFE models with a qualit
 
 
 def _check_photo_options(keep: str, on_error: str | None = None, detector: str | None = None,
-                         no_face: str | None = None) -> None:
+                         no_face: str | None = None, face_size: tuple[float, float] | None = None) -> None:
+    """Refuse bad choices, and a bad ``(min_face_size, min_face_fraction)``, before any work."""
     check_choices(("keep", keep, ("largest", "center")), ("on-error", on_error, ("skip", "stop")),
                   ("detector", detector, ("mtcnn", "none")), ("no-face", no_face, ("skip", "whole")))
+    if face_size is not None:
+        from faceembed.faces.detect import check_face_size
+
+        check_face_size(*face_size)
 
 
 def _echo_failures(failed: list[tuple[str, str]], limit: int = 50) -> None:
@@ -57,8 +68,12 @@ def detect(
     keep: Keep = "largest",
     on_error: OnError = "skip",
     min_face_size: MinFace = 40.0,
+    min_face_fraction: MinFaceFraction = MIN_FACE_FRACTION,
     fmt: Annotated[str, typer.Option("--format", help="xxyy (x1..x5 y1..y5) | interleaved (TAB).")] = "xxyy",
-    backend: Annotated[str, typer.Option(help="ort | torch (same results; ort is faster).")] = "ort",
+    backend: Annotated[str, typer.Option(help="MTCNN runtime: auto (ort+openvino where OpenVINO is installed, "
+                                              "else ort) | ort+openvino (P-Net on ONNX Runtime, R-/O-Net on "
+                                              "OpenVINO) | openvino | ort | torch; the same faces within float "
+                                              "noise. The summary names the one that ran.")] = "auto",
     checkpoint: Annotated[Path | None, typer.Option(help="MTCNN checkpoint (default: converted once from the "
                                                           "'mtcnn' package into the cache).")] = None,
     reference: Annotated[Path | None, typer.Option(help="Landmark file to compare with (e.g. LFW's "
@@ -69,12 +84,13 @@ def detect(
 ) -> None:
     """Find faces (MTCNN) and 5 landmarks; write OUT, OUT.json (boxes, scores) and OUT.skipped.txt. A killed run
     resumes: finished chunks are kept in OUT.parts/ until OUT is written."""
+    from faceembed.faces.detect import DETECT_BACKENDS
     from faceembed.faces.people import detect_photos
 
-    _check_photo_options(keep, on_error)
-    check_choices(("format", fmt, ("xxyy", "interleaved")), ("backend", backend, ("ort", "torch")))
+    _check_photo_options(keep, on_error, face_size=(min_face_size, min_face_fraction))
+    check_choices(("format", fmt, ("xxyy", "interleaved")), ("backend", backend, DETECT_BACKENDS))
     summary, failed = detect_photos(images, out, keep, on_error, min_face_size, fmt, backend, checkpoint, reference,
-                                    workers, overwrite, progress)
+                                    workers, overwrite, progress, min_face_fraction)
     _echo_failures(failed)
     print_json(summary)
 
@@ -88,6 +104,7 @@ def enroll(
     keep: Keep = "largest",
     on_error: OnError = "skip",
     min_face_size: MinFace = 40.0,
+    min_face_fraction: MinFaceFraction = MIN_FACE_FRACTION,
     detector: Detector = "mtcnn",
     no_face: NoFace = "skip",
     min_quality: MinQuality = None,
@@ -105,20 +122,21 @@ def enroll(
     from faceembed.faces.people import enroll_folder
     from faceembed.faces.quality import check_quality_value
 
-    _check_photo_options(keep, on_error, detector, no_face)
+    _check_photo_options(keep, on_error, detector, no_face, (min_face_size, min_face_fraction))
     check_quality_value(min_quality)
     from faceembed.faces.collection_folders import enroll_folder_into_collection, need_target
 
     if db is not None or collection is not None:
         summary = enroll_folder_into_collection(images, db, collection, None if model == DEFAULT_MODEL else model,
-                                                min_quality, detector, no_face, progress, min_face_size, out=out)
+                                                min_quality, detector, no_face, progress, min_face_size, out=out,
+                                                min_face_fraction=min_face_fraction)
         _echo_failures(summary.pop("skipped"))
         _echo_set_aside(summary.get("set_aside", []))
         return print_json(summary)
     need_target("--out", out)
     summary = enroll_folder(images, model, out, landmarks, workers, Engine(engine, address, num_workers),
                             min_quality, keep=keep, on_error=on_error, min_face_size=min_face_size,
-                            progress=progress, detector=detector, no_face=no_face)
+                            min_face_fraction=min_face_fraction, progress=progress, detector=detector, no_face=no_face)
     _echo_failures(summary.pop("skipped"))
     _echo_set_aside(summary.get("set_aside", []))
     print_json(summary)
@@ -146,6 +164,7 @@ def identify(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the answers as JSON.")] = None,
     keep: Keep = "largest",
     min_face_size: MinFace = 40.0,
+    min_face_fraction: MinFaceFraction = MIN_FACE_FRACTION,
     detector: Detector = "mtcnn",
     no_face: NoFace = "skip",
     min_quality: MinQuality = None,
@@ -159,18 +178,20 @@ def identify(
     from faceembed.faces.people import identify_photos
     from faceembed.faces.quality import check_quality_value
 
-    _check_photo_options(keep, None, detector, no_face)
+    _check_photo_options(keep, None, detector, no_face, (min_face_size, min_face_fraction))
     check_choices(("method", method, ("auto", "numpy", "faiss")), ("metric", metric, ("cosine", "mls")))
     check_quality_value(min_quality)
     from faceembed.faces.collection_folders import identify_photos_in_collection, need_target
 
     if db is not None or collection is not None:
         result = identify_photos_in_collection(db, collection, images, model, top_k, threshold, json_out, detector,
-                                               no_face, min_face_size, gallery=gallery)
+                                               no_face, min_face_size, gallery=gallery,
+                                               min_face_fraction=min_face_fraction)
     else:
         need_target("--gallery", gallery)
         result = identify_photos(gallery, images, model, top_k, threshold, method, workers, json_out, metric,
-                                 min_quality, keep=keep, min_face_size=min_face_size, progress=progress,
+                                 min_quality, keep=keep, min_face_size=min_face_size,
+                                 min_face_fraction=min_face_fraction, progress=progress,
                                  detector=detector, no_face=no_face)
     _echo_failures([(f["image"], f["reason"]) for f in result["failed"]])
     _echo_set_aside(result["set_aside"])
@@ -195,6 +216,7 @@ def evaluate_identification(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")] = None,
     keep: Keep = "largest",
     min_face_size: MinFace = 40.0,
+    min_face_fraction: MinFaceFraction = MIN_FACE_FRACTION,
     detector: Detector = "mtcnn",
     no_face: NoFace = "skip",
     workers: Workers = None,
@@ -204,10 +226,11 @@ def evaluate_identification(
     for cosine and for MLS."""
     from faceembed.faces.people import evaluate_identification_folder
 
-    _check_photo_options(keep, None, detector, no_face)
+    _check_photo_options(keep, None, detector, no_face, (min_face_size, min_face_fraction))
     result = evaluate_identification_folder(images, model, min_images, seed, gallery_fraction, impostor_fraction,
                                             far, landmarks, plot, json_out, workers, keep=keep,
-                                            min_face_size=min_face_size, progress=progress, detector=detector,
+                                            min_face_size=min_face_size, min_face_fraction=min_face_fraction,
+                                            progress=progress, detector=detector,
                                             no_face=no_face)
     brief = {k: result[k] for k in ("people", "probes", "rank1", "rank5", "failed")}
     brief["dir_at_far"] = result.get("open_set", {}).get("dir")

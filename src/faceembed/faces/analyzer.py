@@ -12,6 +12,7 @@ import numpy as np
 
 from faceembed.errors import FaceembedError, NoFaceError, NoThresholdsError, ShapeMismatchError
 from faceembed.faces.embed import FaceModel
+from faceembed.faces.nms import MIN_FACE_FRACTION
 
 ImageLike = str | Path | np.ndarray
 
@@ -81,15 +82,22 @@ class FaceAnalyzer:
     """Faces and their embeddings in photos, for one face model (a path, a built-in or an imported name, or a
     loaded :class:`FaceModel`). ``detector="none"``: every photo is already a face crop. The model runs on the
     fastest accurate configuration measured for it on this machine (``backend=None``; cached, see
-    :meth:`FaceModel.load`); MTCNN and the model are opened once and kept warm for every later call."""
+    :meth:`FaceModel.load`); MTCNN and the model are opened once and kept warm for every later call. MTCNN's
+    smallest face is ``min_face_size`` px or ``min_face_fraction`` of the photo's shorter side, whichever is
+    larger (:mod:`faceembed.faces.detect`)."""
 
     def __init__(self, model: str | Path | FaceModel = "dlib-resnet", detector: str = "mtcnn",
                  min_face_size: float = 40.0, detector_backend: str = "auto", threads: int | None = None,
-                 backend: str | None = None):
+                 backend: str | None = None, min_face_fraction: float = MIN_FACE_FRACTION):
         if detector not in ("mtcnn", "none"):
             raise FaceembedError(f"detector must be 'mtcnn' or 'none', not {detector!r}")
         self.model = model if isinstance(model, FaceModel) else FaceModel.load(model, backend, threads=threads)
+        from faceembed.faces.detect import DetectorConfig
+
         self.detector, self.min_face_size, self.detector_backend = detector, min_face_size, detector_backend
+        self.min_face_fraction = min_face_fraction
+        #: MTCNN's settings (the smallest face: ``min_face_size`` px or ``min_face_fraction`` of the shorter side)
+        self.detector_config = DetectorConfig(min_face_size=min_face_size, min_face_fraction=min_face_fraction)
         self._mtcnn = None
 
     @property
@@ -97,11 +105,10 @@ class FaceAnalyzer:
         return self.model.card
 
     def _detector(self):
-        from faceembed.faces.detect import DetectorConfig, MTCNNDetector
+        from faceembed.faces.detect import MTCNNDetector
 
         if self._mtcnn is None:
-            self._mtcnn = MTCNNDetector(config=DetectorConfig(min_face_size=self.min_face_size),
-                                        backend=self.detector_backend)
+            self._mtcnn = MTCNNDetector(config=self.detector_config, backend=self.detector_backend)
         return self._mtcnn
 
     def _detect_many(self, rgbs: list[np.ndarray]) -> list[list]:

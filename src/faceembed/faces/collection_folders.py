@@ -9,21 +9,25 @@ from typing import Any
 
 from faceembed.errors import FaceembedError, LowQualityError
 from faceembed.faces.collection import Collection, face_dict
+from faceembed.faces.nms import MIN_FACE_FRACTION
 from faceembed.faces.people import expand_images
 from faceembed.store import NewFace
 
 
-def _open(db_url: str, name: str, model: str | Path | None, detector: str, min_face_size: float) -> Collection:
+def _open(db_url: str, name: str, model: str | Path | None, detector: str, min_face_size: float,
+          min_face_fraction: float) -> Collection:
     from faceembed.faces.analyzer import FaceAnalyzer
 
-    analyzer = None if model is None else FaceAnalyzer(model, detector=detector, min_face_size=min_face_size)
+    analyzer = None if model is None else FaceAnalyzer(model, detector=detector, min_face_size=min_face_size,
+                                                       min_face_fraction=min_face_fraction)
     return Collection.open(db_url, name, analyzer)
 
 
 def enroll_folder_into_collection(images: str | Path, db_url: str | None, name: str | None,
                                   model: str | Path | None = None, min_quality: float | None = None,
                                   detector: str = "mtcnn", no_face: str = "skip", progress: bool = False,
-                                  min_face_size: float = 40.0, out: object = None) -> dict[str, Any]:
+                                  min_face_size: float = 40.0, out: object = None,
+                                  min_face_fraction: float = MIN_FACE_FRACTION) -> dict[str, Any]:
     """Enroll every person folder of ``images`` (``images/Name/photo``) into collection ``name``: each photo's
     largest face, one transaction per person. ``model`` (optional) must be the collection's. Returns
     ``{"collection", "db", "people", "faces_added", "photos", "skipped": [(photo, reason)], "set_aside": [...]}``
@@ -34,7 +38,7 @@ def enroll_folder_into_collection(images: str | Path, db_url: str | None, name: 
     from faceembed.report.progress import progress_bar
 
     check_quality_value(min_quality)
-    col = _open(db_url, name, model, detector, min_face_size)
+    col = _open(db_url, name, model, detector, min_face_size, min_face_fraction)
     try:
         if min_quality is not None:
             check_min_quality(col.analyzer.card, min_quality, col.info.model)
@@ -76,7 +80,8 @@ def identify_photos_in_collection(db_url: str | None, name: str | None, images: 
                                   model: str | Path | None = None, top_k: int = 5, threshold: float | None = None,
                                   json_out: str | Path | None = None, detector: str = "mtcnn",
                                   no_face: str = "skip", min_face_size: float = 40.0,
-                                  gallery: object = None) -> dict[str, Any]:
+                                  gallery: object = None,
+                                  min_face_fraction: float = MIN_FACE_FRACTION) -> dict[str, Any]:
     """Name the person in each photo (its largest face) from collection ``name``: the ``top_k`` subjects by
     cosine, ``unknown`` first when the best is below ``threshold`` (default: the collection's). Returns
     ``{"answers": {photo: [{"name", "score"}]}, "failed": [{"image", "reason"}], "set_aside": []}`` like
@@ -88,7 +93,7 @@ def identify_photos_in_collection(db_url: str | None, name: str | None, images: 
     from faceembed.evaluation.identification import UNKNOWN
     from faceembed.files import write_json
 
-    col = _open(db_url, name, model, detector, min_face_size)
+    col = _open(db_url, name, model, detector, min_face_size, min_face_fraction)
     try:
         threshold = col.threshold if threshold is None else threshold
         root, rels = expand_images(images)

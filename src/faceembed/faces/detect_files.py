@@ -18,6 +18,7 @@ import numpy as np
 
 from faceembed.data.images import read_image_rgb
 from faceembed.errors import FaceembedError, InputFormatError
+from faceembed.faces import detect as D
 from faceembed.faces.detect import DetectorConfig, Face, MTCNNDetector, choose_face
 from faceembed.files import write_json, write_text
 from faceembed.report.progress import progress_bar
@@ -29,7 +30,7 @@ _WORKER: dict = {}
 class DetectResult:
     """Outcome of :func:`detect_files`: ``landmarks`` / ``boxes`` / ``scores`` / ``faces_found`` per detected
     image (keys are the given relative paths), ``all_faces``: every face found and the image's (height, width),
-    ``failed``: ``(relpath, reason)``."""
+    ``failed``: ``(relpath, reason)``, ``backend``: the detector backend that ran (``auto`` resolved)."""
 
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)
     boxes: dict[str, np.ndarray] = field(default_factory=dict)
@@ -39,6 +40,7 @@ class DetectResult:
     failed: list[tuple[str, str]] = field(default_factory=list)
     no_face: set[str] = field(default_factory=set)  # of ``failed``: read, but no face found
     seconds: float = 0.0
+    backend: str = ""
 
     @property
     def images(self) -> int:
@@ -70,7 +72,7 @@ def detect_files(
     relpaths: Sequence[str],
     config: DetectorConfig | None = None,
     checkpoint: str | Path | None = None,
-    backend: str = "ort",
+    backend: str = "auto",
     workers: int | None = None,
     keep: Literal["largest", "center"] = "largest",
     on_error: Literal["stop", "skip"] = "skip",
@@ -78,7 +80,8 @@ def detect_files(
     chunk: int = 32,
     parts: str | Path | None = None,
 ) -> DetectResult:
-    """Detect the face in every image ``root/relpath`` (``root=None``: the paths as given).
+    """Detect the face in every image ``root/relpath`` (``root=None``: the paths as given) with the MTCNN
+    ``backend`` (:data:`~faceembed.faces.detect.DETECT_BACKENDS`; ``auto`` is resolved once, here).
 
     With ``on_error="stop"`` the first unreadable image or image without a face raises
     :class:`~faceembed.errors.InputFormatError` (one line naming the file); with ``"skip"`` it is recorded in
@@ -86,23 +89,24 @@ def detect_files(
     :func:`claim_parts`), every finished chunk is saved there and a rerun detects only the chunks not saved.
     """
     for name, value, choices in (("on-error", on_error, ("stop", "skip")), ("keep", keep, ("largest", "center")),
-                                 ("backend", backend, ("ort", "torch"))):
+                                 ("backend", backend, D.DETECT_BACKENDS)):
         if value not in choices:
             raise FaceembedError(f"--{name} must be one of {', '.join(choices)}, not {value!r}")
     t0 = time.perf_counter()
     config = config or DetectorConfig()
+    backend = D.resolve_detect_backend(backend)  # every worker runs the same nets
     workers = max(1, min(workers or os.cpu_count() or 1, -(-len(relpaths) // chunk) or 1))
     from faceembed.models.mtcnn_weights import mtcnn_checkpoint
 
     checkpoint = mtcnn_checkpoint(checkpoint)  # convert (and export) once, before forking
-    if backend == "ort":
+    if backend != "torch":
         from faceembed.faces.detect import prepare_onnx
 
         prepare_onnx(checkpoint)
     root_s = str(root) if root is not None else ""
     tasks = [(root_s, list(relpaths[s:s + chunk])) for s in range(0, len(relpaths), chunk)]
     saved = _saved_parts(parts, len(tasks))
-    result = DetectResult()
+    result = DetectResult(backend=backend)
     prog, task = progress_bar(progress, len(relpaths), "detect")
 
     def _consume(items) -> None:
@@ -206,6 +210,7 @@ def write_detections(out: str | Path, result: DetectResult, fmt: str = "xxyy") -
     elif skipped.exists():
         skipped.unlink()
     summary = {"images": result.images, "detected": len(result.landmarks), "failed": len(result.failed),
+               "backend": result.backend or None,
                "several_faces": sum(1 for n in result.faces_found.values() if n > 1),
                "seconds": round(result.seconds, 2),
                "images_per_s": round(result.images / result.seconds, 1) if result.seconds > 0 else None,

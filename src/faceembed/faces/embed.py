@@ -14,13 +14,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from faceembed.data.preprocess import preprocess
 from faceembed.errors import FaceembedError, InputFormatError
+from faceembed.faces.nms import MIN_FACE_FRACTION
 from faceembed.models.card import ModelCard
+
+if TYPE_CHECKING:
+    from faceembed.faces.detect import DetectorConfig
 
 
 @dataclass
@@ -169,22 +173,30 @@ class EmbedResult:
 @dataclass(frozen=True)
 class EmbedOptions:
     """How photos are embedded, the same for the local and the Ray engine: which face to ``keep`` when a photo
-    has several (largest | center), ``on_error`` skip | stop, MTCNN's ``min_face_size`` and runtime
-    (``detector_backend`` auto | ort+openvino | openvino | ort | torch, see :mod:`faceembed.faces.detect`),
-    progress bars."""
+    has several (largest | center), ``on_error`` skip | stop, MTCNN's smallest face (``min_face_size`` px or
+    ``min_face_fraction`` of the shorter side, whichever is larger) and runtime (``detector_backend`` auto |
+    ort+openvino | openvino | ort | torch, see :mod:`faceembed.faces.detect`), progress bars."""
 
     keep: str = "largest"
     on_error: str = "skip"
     min_face_size: float = 40.0
+    min_face_fraction: float = MIN_FACE_FRACTION
     detector_backend: str = "auto"
     progress: bool = False
     detector: str = "mtcnn"  # none: every photo is already a face crop, used whole
     no_face: str = "skip"  # whole: a photo where MTCNN finds no face is used whole instead of being lost
 
+    def detector_config(self) -> DetectorConfig:
+        """MTCNN's settings for these options."""
+        from faceembed.faces.detect import DetectorConfig
+
+        return DetectorConfig(min_face_size=self.min_face_size, min_face_fraction=self.min_face_fraction)
+
     def check(self) -> EmbedOptions:
         """One clear error for a bad choice."""
-        from faceembed.faces.detect import DETECT_BACKENDS
+        from faceembed.faces.detect import DETECT_BACKENDS, check_face_size
 
+        check_face_size(self.min_face_size, self.min_face_fraction)
         for name, value, choices in (("keep", self.keep, ("largest", "center")),
                                      ("on-error", self.on_error, ("skip", "stop")),
                                      ("detector-backend", self.detector_backend, DETECT_BACKENDS),
@@ -229,7 +241,7 @@ def _embed_overlapped(root: str | Path | None, relpaths: Sequence[str], model: F
     from faceembed.faces.pipeline import PhotoOptions, check_stop, failure, run_pipeline
 
     po = PhotoOptions(keep=o.keep, no_face=o.no_face, min_face_size=o.min_face_size,
-                      detector_backend=o.detector_backend)
+                      min_face_fraction=o.min_face_fraction, detector_backend=o.detector_backend)
     res = run_pipeline(root, relpaths, model, po, workers, progress=o.progress)
     if o.on_error == "stop":
         check_stop(res.photos, root)
@@ -247,7 +259,6 @@ def find_faces(root: str | Path | None, relpaths: Sequence[str], landmarks: dict
     whole; ``(relpath, reason)`` of the photos left out; the photos used whole). ``landmarks`` given: used as
     they are; else MTCNN detects (``o.detector == "mtcnn"``) or every photo is a face crop (``"none"``)."""
     from faceembed.faces.align import WHOLE_IMAGE
-    from faceembed.faces.detect import DetectorConfig
     from faceembed.faces.detect_files import detect_files
 
     if landmarks is None and o.detector == "none":
@@ -255,8 +266,8 @@ def find_faces(root: str | Path | None, relpaths: Sequence[str], landmarks: dict
     failed: list[tuple[str, str]] = []
     whole: list[str] = []
     if landmarks is None:
-        det = detect_files(root, relpaths, DetectorConfig(min_face_size=o.min_face_size),
-                           backend="ort" if o.detector_backend == "auto" else o.detector_backend,
+        det = detect_files(root, relpaths, o.detector_config(),
+                           backend=o.detector_backend,
                            workers=workers, keep=o.keep,
                            on_error="skip" if o.no_face == "whole" else o.on_error, progress=o.progress)
         landmarks = dict(det.landmarks)

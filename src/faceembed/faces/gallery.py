@@ -35,7 +35,7 @@ class Gallery:
         from faceembed.faces.enrollment import embed_people
 
         faces = embed_people(folder, analyzer.model, min_quality=min_quality, detector=analyzer.detector,
-                             min_face_size=analyzer.min_face_size)
+                             min_face_size=analyzer.min_face_size, min_face_fraction=analyzer.min_face_fraction)
         gallery = cls.of_faces(faces.people, faces.embeddings, faces.sigma_sq, analyzer)
         gallery.skipped = list(faces.failed)
         gallery.set_aside = [(a["image"], float(a["quality"])) for a in faces.set_aside]

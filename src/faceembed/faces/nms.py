@@ -12,16 +12,29 @@ import numpy as np
 
 PNET_CELL = 12
 PNET_STRIDE = 2
+#: The detector's default relative floor on the smallest face searched, as a share of the photo's shorter side
+#: (:func:`smallest_face`; see :mod:`faceembed.faces.detect`): 1/16, e.g. 75 px in a 1600x1200 photo.
+MIN_FACE_FRACTION = 1 / 16
+
+
+def smallest_face(height: int, width: int, min_face_size: float, min_face_fraction: float = 0.0) -> float:
+    """The smallest face searched in a ``height`` x ``width`` photo, px: ``min_face_size``, or
+    ``min_face_fraction`` of the shorter side where that is larger (0: no relative floor)."""
+    if not 0 <= min_face_fraction < 1:
+        raise ValueError(f"need 0 <= min_face_fraction < 1, got {min_face_fraction}")
+    return max(float(min_face_size), min_face_fraction * min(height, width))
 
 
 def pyramid_scales(height: int, width: int, min_face_size: float = 20.0, factor: float = 0.709,
-                   min_size: int = PNET_CELL) -> list[float]:
-    """Scales at which P-Net (12x12 cells) sees faces of ``min_face_size`` px and larger: the first scale
-    maps ``min_face_size`` onto 12 px, each next one is ``factor`` times smaller, down to where the image's
-    shorter side would fall below ``min_size`` px."""
+                   min_size: int = PNET_CELL, min_face_fraction: float = 0.0) -> list[float]:
+    """Scales at which P-Net (12x12 cells) sees faces of :func:`smallest_face` px and larger (``min_face_size``,
+    or ``min_face_fraction`` of the shorter side where larger): the first scale maps that size onto 12 px, each
+    next one is ``factor`` times smaller, down to where the image's shorter side would fall below ``min_size``
+    px. With a fraction the first level's shorter side is at most ``min_size / min_face_fraction`` px (192 at
+    1/16), so the number of levels is bounded whatever the photo's size."""
     if min_face_size <= 0 or not 0 < factor < 1:
         raise ValueError(f"need min_face_size > 0 and 0 < factor < 1, got {min_face_size}, {factor}")
-    scale = min_size / float(min_face_size)
+    scale = min_size / smallest_face(height, width, min_face_size, min_face_fraction)
     side = min(height, width) * scale
     out = []
     while side >= min_size:
@@ -148,5 +161,5 @@ def pick_face(boxes: np.ndarray, height: int, width: int, keep: str = "largest")
     raise ValueError(f"keep must be 'largest' or 'center', got {keep!r}")
 
 
-__all__ = ["pyramid_scales", "pnet_boxes", "nms", "square", "regress", "landmarks_to_image", "pick_face",
-           "overlap", "box_areas"]
+__all__ = ["MIN_FACE_FRACTION", "smallest_face", "pyramid_scales", "pnet_boxes", "nms", "square", "regress",
+           "landmarks_to_image", "pick_face", "overlap", "box_areas"]

@@ -10,6 +10,7 @@ from typing import Any
 from faceembed.engines import LOCAL, Engine
 from faceembed.errors import FaceembedError, MissingInputError
 from faceembed.faces.enrollment import identity_images, landmarks_of, rows_of
+from faceembed.faces.nms import MIN_FACE_FRACTION
 from faceembed.files import write_json, write_text
 
 
@@ -152,21 +153,26 @@ def evaluate_identification_folder(images: str | Path, model: str | Path, min_im
 
 
 def detect_photos(images: Sequence[str | Path], out: str | Path, keep: str = "largest", on_error: str = "skip",
-                  min_face_size: float = 40.0, fmt: str = "xxyy", backend: str = "ort",
+                  min_face_size: float = 40.0, fmt: str = "xxyy", backend: str = "auto",
                   checkpoint: str | Path | None = None, reference: str | Path | None = None,
-                  workers: int | None = None, overwrite: bool = False,
-                  progress: bool = True) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+                  workers: int | None = None, overwrite: bool = False, progress: bool = True,
+                  min_face_fraction: float = MIN_FACE_FRACTION) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """``faceembed detect``: MTCNN faces and 5 landmarks of every photo into ``out`` (``fmt`` xxyy | interleaved),
-    ``OUT.json`` (boxes, scores) and ``OUT.skipped.txt``; a killed run resumes from ``OUT.parts/``. With
-    ``reference`` (a landmark file) also the distance to it per inter-ocular distance. Returns (summary, the
-    photos left out as ``(relpath, reason)``)."""
+    ``OUT.json`` (boxes, scores) and ``OUT.skipped.txt``; a killed run resumes from ``OUT.parts/``. ``backend``:
+    one of :data:`~faceembed.faces.detect.DETECT_BACKENDS`; the summary's ``backend`` is the one that ran
+    (``auto`` resolved). The smallest face searched is ``min_face_size`` px or ``min_face_fraction`` of the shorter
+    side, whichever is larger. With ``reference`` (a landmark file) also the distance to it per inter-ocular distance.
+    Returns (summary, the photos left out as ``(relpath, reason)``)."""
     import shutil
 
-    from faceembed.faces.detect import DetectorConfig
+    from faceembed.faces.detect import DETECT_BACKENDS, DetectorConfig, resolve_detect_backend
     from faceembed.faces.detect_files import claim_parts, detect_files, write_detections
 
+    if backend not in DETECT_BACKENDS:
+        raise FaceembedError(f"--backend must be one of {', '.join(DETECT_BACKENDS)}, not {backend!r}")
+    backend = resolve_detect_backend(backend)  # a resumed run must run the same nets: the parts record this one
     root, rels = expand_images(images)
-    config = DetectorConfig(min_face_size=min_face_size)
+    config = DetectorConfig(min_face_size=min_face_size, min_face_fraction=min_face_fraction)
     parts = claim_parts(out, root, rels, config, keep, backend, overwrite)  # a killed run resumes from here
     result = detect_files(root, rels, config, checkpoint, backend, workers, keep, on_error,  # type: ignore[arg-type]
                           progress, parts=parts)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from faceembed.errors import FaceembedError, InputFormatError
+from faceembed.faces.nms import MIN_FACE_FRACTION
 
 #: A JPEG whose longer side is at least twice this is decoded at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling),
 #: never below it: face_recognition's detector shrinks photos to 1,600 px too.
@@ -35,13 +36,14 @@ _WORKER: dict = {}
 @dataclass(frozen=True)
 class PhotoOptions:
     """What the pipeline does per photo: the face to ``keep`` (largest | center), ``no_face`` skip | whole,
-    ``detector`` mtcnn | none, MTCNN's ``min_face_size`` and ``detector_backend``, ``max_side`` for reduced
-    JPEG decoding (0: always full size)."""
+    ``detector`` mtcnn | none, MTCNN's ``min_face_size``, ``min_face_fraction`` (:mod:`faceembed.faces.detect`)
+    and ``detector_backend``, ``max_side`` for reduced JPEG decoding (0: always full size)."""
 
     keep: str = "largest"
     no_face: str = "skip"
     detector: str = "mtcnn"
     min_face_size: float = 40.0
+    min_face_fraction: float = MIN_FACE_FRACTION
     detector_backend: str = "auto"
     max_side: int = MAX_SIDE
 
@@ -203,7 +205,7 @@ def _chunks_in_workers(workers: int, model, root: str, tasks: list[list[str]], s
 
     from faceembed.faces.detect import DetectorConfig
 
-    config = DetectorConfig(min_face_size=o.min_face_size)
+    config = DetectorConfig(min_face_size=o.min_face_size, min_face_fraction=o.min_face_fraction)
     cfg = model.config
     spec = (cfg.get("file", model.path), cfg.get("backend", "torch"), cfg.get("precision"))
     with mp.get_context("fork").Pool(workers, _init_worker, (config, o.detector_backend, model, spec)) as pool:
@@ -248,8 +250,8 @@ def run_pipeline(root: str | Path | None, relpaths: Sequence[str], model, option
     tasks = [list(relpaths[s:s + chunk]) for s in range(0, len(relpaths), chunk)]
     workers = 1 if detector is not None else max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
     if workers == 1:
-        det = detector or MTCNNDetector(None, DetectorConfig(min_face_size=o.min_face_size),
-                                        backend=o.detector_backend, threads=1)
+        config = DetectorConfig(min_face_size=o.min_face_size, min_face_fraction=o.min_face_fraction)
+        det = detector or MTCNNDetector(None, config, backend=o.detector_backend, threads=1)
         chunks = _chunks_here(det, model, root_s, tasks, size, template, o, embed_batch)
     else:
         from faceembed.models.mtcnn_weights import mtcnn_checkpoint

@@ -189,19 +189,20 @@ MODEL_BATCH = 16  # the photo paths' measurement batch: cheap (about a second pe
 
 def onnx_twin(checkpoint: str | Path) -> Path:
     """A faceembed checkpoint exported once to ONNX (NHWC input, dynamic batch, the checkpoint's card) in the
-    cache folder, keyed by the checkpoint's hash; the same file on every later call."""
-    import onnx
-    import torch
-
+    cache folder, keyed by the checkpoint's hash; the same file on every later call (found without torch)."""
     from faceembed.files import cache_dir, write_with
-    from faceembed.models.card_io import card_to_onnx, read_card
-    from faceembed.models.checkpoint import load_checkpoint
-    from faceembed.models.to_onnx import torch_to_onnx
 
     checkpoint = Path(checkpoint)
     out = cache_dir() / "onnx_twins" / f"{checkpoint.stem}-{file_hash(checkpoint)}.onnx"
     if out.is_file():
         return out
+    import onnx
+    import torch
+
+    from faceembed.models.card_io import card_to_onnx, read_card
+    from faceembed.models.checkpoint import load_checkpoint
+    from faceembed.models.to_onnx import torch_to_onnx
+
     model, spec, _ = load_checkpoint(checkpoint)
     card = read_card(checkpoint).replace(layout="NHWC", batch=None, input_name=spec.input_name,
                                          source=checkpoint.name)

@@ -82,9 +82,9 @@ def card_from_export_metadata(model: Any, path: str | Path) -> ModelCard | None:
 
 
 def _card_from_checkpoint(path: Path) -> ModelCard:
-    from faceembed.models.checkpoint import read_checkpoint
+    from faceembed.models.checkpoint import read_header
 
-    payload = read_checkpoint(path)
+    payload = read_header(path)  # torch-free after the file's first read
     extra = payload.get("extra", {})
     if "card" in extra:
         try:

@@ -4,20 +4,25 @@
     {"format": "faceembed-checkpoint", "version": 1,
      "arch": "mnist_classifier", "config": {...constructor kwargs...},
      "input": InputSpec as a dict, "state_dict": {...}, "extra": {...JSON-able...}}
+
+torch is imported by the functions that read, write or build a checkpoint, not by this module: the input spec
+here is also what ONNX Runtime / OpenVINO paths read from a model card, and they need no torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from faceembed.errors import CheckpointError, MissingInputError
 from faceembed.files import write_with
 from faceembed.models import build
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FORMAT = "faceembed-checkpoint"
 VERSION = 1
@@ -73,6 +78,8 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint atomically."""
+    import torch
+
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -87,6 +94,8 @@ def save_checkpoint(
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and validate a checkpoint dict (no model is built)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise MissingInputError("checkpoint not found", path)
@@ -110,11 +119,40 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def read_header(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's dict without its ``state_dict`` (format, version, arch, config, input, extra), as JSON
+    values. The first read of a file validates it with :func:`read_checkpoint` (torch) and caches the header
+    by the file's SHA-256 in ``CACHE/checkpoint_headers/``; later reads of the same bytes need no torch, so
+    that a card lookup (``read_card``, the built-in model's path) costs a hash, not a 1-2 s torch import."""
+    import json
+
+    from faceembed.files import cache_dir, file_sha256, write_json
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError("checkpoint not found", path)
+    cached = cache_dir() / "checkpoint_headers" / f"{file_sha256(path)[:32]}.json"
+    try:
+        return json.loads(cached.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass  # not read yet (or a damaged entry): read the checkpoint itself
+    header = {k: v for k, v in read_checkpoint(path).items() if k != "state_dict"}
+    try:
+        header = json.loads(json.dumps(header))  # what a cached read returns: lists, not tuples
+    except (TypeError, ValueError):
+        return header  # a config that is not JSON: read with torch every time
+    with contextlib.suppress(OSError):  # a read-only cache only costs the torch read next time
+        write_json(cached, header)
+    return header
+
+
 _REQUIRED = {"arch": str, "config": dict, "input": dict, "state_dict": dict}
 
 
 def _validate_payload(payload: dict[str, Any], path: Path) -> None:
     """Every key docs/formats.md promises, of the right type, and an input spec that parses."""
+    import torch
+
     missing = [k for k in _REQUIRED if k not in payload]
     if missing:
         raise CheckpointError(f"checkpoint lacks {', '.join(missing)} (expected keys {', '.join(_REQUIRED)})", path)

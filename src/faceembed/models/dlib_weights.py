@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from faceembed.errors import CheckpointError, MissingInputError
 from faceembed.files import cache_dir
 from faceembed.models.card import ModelCard
-from faceembed.models.checkpoint import InputSpec, read_checkpoint, save_checkpoint
+from faceembed.models.checkpoint import InputSpec, read_header, save_checkpoint
 from faceembed.models.dlib_format import DlibNet, parse_dlib_net
-from faceembed.models.dlib_resnet import DlibResNet, dlib_layer_plan
 from faceembed.models.user_calibration import with_user_calibration
+
+if TYPE_CHECKING:  # torch and the module only where weights are converted: a cached checkpoint's path needs neither
+    import torch
+
+    from faceembed.models.dlib_resnet import DlibResNet
 
 DLIB_MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 #: Input spec of the converted model: pixels / 256; the per-channel mean is the model's ``input_mean`` buffer.
@@ -41,6 +46,10 @@ DLIB_RESNET_INPUT = InputSpec(150, 150, 3, mean=0.0, scale=256.0, color="RGB", i
 def state_dict_from_dlib(net: DlibNet, path: str | Path | None = None) -> dict[str, torch.Tensor]:
     """The parsed network's weights as the state dict of :class:`DlibResNet`, after checking that every
     layer's type and hyper-parameters are the ones the module implements (:func:`dlib_layer_plan`)."""
+    import torch
+
+    from faceembed.models.dlib_resnet import dlib_layer_plan
+
     plan = dlib_layer_plan()
     kinds = [layer.kind for layer in net.layers]
     expected = [p[0] for p in plan]
@@ -95,6 +104,8 @@ def dlib_model_path(name: str = DLIB_MODEL_FILE) -> Path:
 
 def load_dlib_resnet(path: str | Path | None = None) -> tuple[DlibResNet, DlibNet]:
     """Parse the ``.dat`` file at ``path`` (default: the package's) into an eval-mode :class:`DlibResNet`."""
+    from faceembed.models.dlib_resnet import DlibResNet
+
     path = Path(path) if path is not None else dlib_model_path()
     if not path.is_file():
         raise MissingInputError("dlib model file not found", path)
@@ -153,17 +164,18 @@ def dlib_resnet_checkpoint(path: str | Path | None = None) -> Path:
     converted from ``face_recognition_models`` on first use; its card is the shipped one with the user's
     calibration (:mod:`faceembed.models.user_calibration`) when there is one."""
     if path is not None:
-        read_checkpoint(path)
+        read_header(path)  # a valid checkpoint (torch-free once read: see read_header)
         return Path(path)
     target = cache_dir() / "dlib_resnet.pt"
     if target.is_file():
         try:
-            payload = read_checkpoint(target)
+            payload = read_header(target)
         except CheckpointError:
             payload = None  # a corrupt cache entry is rebuilt
         if payload is not None and payload.get("arch") == "dlib_resnet":
             want = with_user_calibration("dlib-resnet", dlib_card())
-            if payload["extra"].get("card") != want.to_dict():  # a newer card, or a calibration made or reset
+            # a newer card, or a calibration made or reset (the header holds JSON values: compare like with like)
+            if payload["extra"].get("card") != json.loads(json.dumps(want.to_dict())):
                 from faceembed.models.card_io import write_card
 
                 write_card(target, want)

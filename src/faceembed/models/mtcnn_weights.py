@@ -16,14 +16,18 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from faceembed.errors import CheckpointError, MissingInputError
 from faceembed.files import cache_dir
-from faceembed.models.checkpoint import InputSpec, read_checkpoint, save_checkpoint
-from faceembed.models.mtcnn import MTCNN, ONET_SIZE
+from faceembed.models.checkpoint import InputSpec, read_header, save_checkpoint
+
+if TYPE_CHECKING:  # torch only where weights are converted: a cached checkpoint's path needs none
+    import torch
+
+ONET_SIZE = 48  # O-Net's input side (faceembed.models.mtcnn.ONET_SIZE; not imported: that module needs torch)
 
 #: Torch parameter names in the order of the Keras weight list, per network.
 LAYOUT: dict[str, list[str]] = {
@@ -57,6 +61,8 @@ def mtcnn_assets_dir() -> Path:
 def keras_to_torch(name: str, value: np.ndarray) -> torch.Tensor:
     """One Keras weight as the torch parameter ``name``: conv HWIO -> OIHW, dense (in, out) -> (out, in),
     PReLU alpha -> one slope per channel."""
+    import torch
+
     a = np.asarray(value, dtype=np.float32)
     if name.startswith("prelu"):
         a = a.reshape(-1)
@@ -98,6 +104,8 @@ def load_keras_weights(folder: str | Path | None = None) -> dict[str, list[np.nd
 
 def convert_mtcnn_weights(out: str | Path, folder: str | Path | None = None) -> Path:
     """Convert the ``mtcnn`` package's weights into a faceembed checkpoint at ``out`` (atomic) and return it."""
+    from faceembed.models.mtcnn import MTCNN
+
     folder = Path(folder) if folder is not None else mtcnn_assets_dir()
     model = MTCNN()
     state = state_dict_from_keras(load_keras_weights(folder))
@@ -117,13 +125,15 @@ def mtcnn_checkpoint(path: str | Path | None = None) -> Path:
     """Path of a converted MTCNN checkpoint: ``path`` if given (must exist), else the cached one, converted
     from the ``mtcnn`` package on first use."""
     if path is not None:
-        read_checkpoint(path)
+        read_header(path)  # a valid checkpoint (torch-free once read: see read_header)
         return Path(path)
     target = cache_dir() / "mtcnn.pt"
     if target.is_file():
         try:
-            if read_checkpoint(target).get("arch") == "mtcnn":
+            if read_header(target).get("arch") == "mtcnn":
                 return target
         except CheckpointError:
             pass  # a corrupt cache entry is rebuilt
-    return convert_mtcnn_weights(target)
+    convert_mtcnn_weights(target)
+    read_header(target)  # cached now, while torch is loaded: later processes find the checkpoint without it
+    return target

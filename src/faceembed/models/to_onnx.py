@@ -8,13 +8,17 @@ import io
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
+from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-#: Recorded next to exported files so that caches made by another exporter are not reused.
-EXPORTER = f"torch.export/dynamo, torch {torch.__version__.split('+')[0]}"
+#: Recorded next to exported files so that caches made by another exporter are not reused (torch's version
+#: read from its package metadata: a cache lookup imports no torch).
+EXPORTER = f"torch.export/dynamo, torch {version('torch').split('+')[0]}"
 
 
 def torch_to_onnx(model: nn.Module, dummy: torch.Tensor, path: str | Path, input_name: str,
@@ -22,6 +26,8 @@ def torch_to_onnx(model: nn.Module, dummy: torch.Tensor, path: str | Path, input
     """Export ``model(dummy)`` to ``path``; the input's axes in ``dynamic`` (index -> name, e.g. ``{0: "batch"}``)
     are symbolic in the graph, the others fixed to ``dummy``'s. ``path`` is written in place: callers wrap it
     in an atomic writer."""
+    import torch
+
     dims = {axis: torch.export.Dim(name, min=1, max=1 << 16) for axis, name in dynamic.items()}
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level

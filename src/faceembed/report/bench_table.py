@@ -9,19 +9,20 @@ from rich.table import Table
 
 
 def print_bench(report: dict[str, Any]) -> None:
-    """One table of every row (best rows starred), then the speed-up over the fastest peer default."""
+    """One table of every row (best rows starred; both accuracy gates and the verdict), then the speed-up over
+    the fastest peer default."""
     peak = report["peak_gflops"]
     table = Table(title=f"faceembed bench, {report['threads']} threads; measured peak fp32 {peak['fp32']:.0f}, "
                         f"bf16 {peak['bf16']:.0f} GFLOP/s")
     numeric = ("batch", "ms/batch", "ms/image", "img/s", "% peak")
-    for col in ("model", "batch", "backend", "precision", "config", *numeric[1:], "accurate"):
+    for col in ("model", "batch", "backend", "precision", "config", *numeric[1:], "cos gate", "task gate", "accurate"):
         table.add_column(col, justify="right" if col in numeric else "left")
     best = {idx for by_batch in report["best"].values() for idx in by_batch.values()}
     for i, r in enumerate(report["rows"]):
         table.add_row(("* " if i in best else "") + r["model"], str(r["batch"]), r["backend"], r["precision"],
                       r["config"], f"{r['ms_per_batch_median']:.2f}", f"{r['ms_per_image']:.3f}",
                       f"{r['images_per_s']:.0f}", f"{100 * r['fraction_of_peak']:.0f}",
-                      _accuracy_cell(r))
+                      r.get("min_cosine_gate", ""), r.get("task_gate", ""), _accuracy_cell(r))
     console = Console()
     console.print(table)
     for model, by_batch in report.get("speedup_vs_best_peer", {}).items():
@@ -40,9 +41,15 @@ def print_bench(report: dict[str, Any]) -> None:
 
 
 def _accuracy_cell(row: dict[str, Any]) -> str:
-    """'yes' or 'no', with the minimum cosine to fp32 and the task accuracy change when measured."""
+    """'yes' (by which gate) or 'no', with the minimum cosine to fp32 and the task figures' changes when
+    measured (accuracy; TAR at FAR)."""
     acc = row["accuracy"]
     notes = [f"cos {acc['min_cosine']:.4f}"]
     if "task" in acc:
-        notes.append(f"acc {acc['task']['accuracy']:.4f} ({acc['task']['delta']:+.4f})")
-    return ("yes" if row["accuracy_ok"] else "no") + " (" + ", ".join(notes) + ")"
+        task = acc["task"]
+        notes.append(f"acc {task['accuracy']:.4f} ({task['delta']:+.4f})")
+        if "tar_delta" in task:
+            notes.append(f"TAR@{task['tar_far']:g} {task['tar_at_far']:.4f} ({task['tar_delta']:+.4f})")
+    by = row.get("accurate_by")
+    verdict = ("yes" + (f" by {by}" if by else "")) if row["accuracy_ok"] else "no"
+    return verdict + " (" + ", ".join(notes) + ")"

@@ -152,10 +152,10 @@ class ThreadSafeAnalyzer(FaceAnalyzer):
                  detector_backend: str = "ort", **kwargs):
         import os
 
-        from faceembed.faces.detect import DetectorConfig, MTCNNDetector
+        from faceembed.faces.detect import MTCNNDetector
 
         super().__init__(model, detector, detector_backend=detector_backend, **kwargs)
-        config = DetectorConfig(min_face_size=self.min_face_size)
+        config = self.detector_config
         self._pool = DetectorPool(lambda: MTCNNDetector(config=config, backend=self.detector_backend),
                                   detectors or max(2, os.cpu_count() or 1))
 
