@@ -124,5 +124,117 @@ def relit_step(args, setting: tuple[str, float]) -> dict:
     return {"photos": n, "cluster": summary, "evaluation": ev["rows"]}
 
 
+
+def relit_faces(args, people_file: str, out: Path):
+    """The faces of a re-lit copy (:func:`make_relit`) of ``people_file``'s people, embedded once and cached."""
+    from cluster_lfw import cache_path, people_of
+    from faceembed.faces.cluster_photos import embed_photo_folder, load_photo_faces, save_photo_faces
+
+    root = Path(args.data) / "lfw" / "images"
+    cache = out.with_name(out.name + "_faces.npz")
+    if not cache.exists():
+        if not out.is_dir():
+            make_relit(root, cache_path(args.model), people_of(Path(args.data) / "lfw" / people_file), out, args.seed)
+        faces = embed_photo_folder(out, args.model, "mtcnn", "whole", progress=True, threads=args.threads)
+        save_photo_faces(cache, faces, {"model": args.model, "people": people_file})
+    return load_photo_faces(cache)
+
+
+def relit_train_table(args, grid: list[tuple[str, float | None]]) -> list[dict]:
+    """BCubed scores of each (algorithm, FAR) of ``grid`` on the re-lit View 1 *training* people: with the colour
+    table of ``select``, the setting is chosen for collections unlike LFW without looking at a test person."""
+    import faceembed as fe
+    from cluster_lfw import score
+    from faceembed.faces.cluster import card_threshold
+    from faceembed.faces.cluster_algos import cluster_embeddings
+    from faceembed.faces.cluster_eval import truth_of
+
+    out = Path("runs/cluster/relit_train")
+    faces = relit_faces(args, "pairsDevTrain.txt", out)
+    card, truth, rows = fe.FaceAnalyzer(args.model).card, truth_of(out), list(range(len(faces)))
+    table = []
+    for algo, far in grid:
+        t = card_threshold(card, far) if far else 0.0
+        labels = cluster_embeddings(faces.embeddings, t, algo)
+        table.append({"algorithm": algo, "far": far, **score(faces, rows, labels, truth, out)})
+    return table
+
+def fold_photos(root: Path, pairs_file: Path) -> dict[int, list[str]]:
+    """Every photo (relative to ``root``) of each View 2 fold's people; the folds are person-disjoint."""
+    from faceembed.data.lfw import read_pairs
+
+    people: dict[int, set[str]] = {}
+    for p in read_pairs(pairs_file):
+        people.setdefault(p.fold, set()).update((p.name1, p.name2))
+    return {k: sorted(f"{n}/{f.name}" for n in names for f in (root / n).iterdir() if f.is_file())
+            for k, names in sorted(people.items())}
+
+
+def _concat(parts: list, fold_of: list[int]):
+    from faceembed.faces.cluster_photos import PhotoFaces
+
+    out = PhotoFaces()
+    for part in parts:
+        for name in ("images", "boxes", "scores", "ranks", "whole", "unassigned"):
+            getattr(out, name).extend(getattr(part, name))
+    out.embeddings = np.concatenate([p.embeddings for p in parts])
+    out.quality = np.concatenate([p.quality for p in parts])
+    return out, np.asarray(fold_of, np.int64)
+
+
+def quality_step(args, setting: tuple[str, float]) -> dict:
+    """Quality gating with PFE heads that never saw the people they score: the photos of View 2 fold k's people
+    embedded by ``train-pfe``'s head k (its mu is dlib-resnet's embedding), all folds clustered together, with
+    and without the gate; each face's gate is its head's card value that rejects 5 % / 10 % of the head's
+    validation faces (nothing chosen on these photos)."""
+    import faceembed as fe
+    from faceembed.faces.cluster import card_threshold, cluster_faces
+    from faceembed.faces.cluster_eval import own_faces, score_labels, truth_of
+    from faceembed.faces.cluster_photos import embed_photo_folder, load_photo_faces, save_photo_faces
+    from faceembed.models.card_io import read_card
+
+    algo, far = setting
+    root = Path(args.data) / "lfw" / "images"
+    heads = Path(args.heads) / "heads"
+    folds = fold_photos(root, Path(args.data) / "lfw" / "pairs.txt")
+    cache = Path(f"runs/cluster/quality_{Path(args.heads).name}_faces.npz")
+    if not cache.exists():
+        parts, fold_of = [], []
+        for k, rels in folds.items():
+            part = embed_photo_folder(root, str(heads / f"fold_{k:02d}.pt"), "mtcnn", "whole", progress=True,
+                                      relpaths=rels, threads=args.threads)
+            parts.append(part)
+            fold_of += [k] * len(part)
+        faces, fold_of = _concat(parts, fold_of)
+        save_photo_faces(cache, faces, {"heads": str(heads), "fold_of": fold_of.tolist()})
+    faces = load_photo_faces(cache)
+    with np.load(cache) as z:
+        import json
+
+        fold_of = np.asarray(json.loads(str(z["meta"]))["fold_of"], np.int64)
+    truth = {img: person for img, person in truth_of(root).items() if img in {r for v in folds.values() for r in v}}
+    t = card_threshold(fe.FaceAnalyzer(args.model).card, far)
+    own = own_faces(faces.images, faces.boxes, root)
+    own_rows = np.asarray(sorted(own.values()), np.int64)
+    rows = {"setting": {"algorithm": algo, "far": far, "threshold": round(t, 5)}, "photos": len(truth),
+            "faces": len(faces), "gates": []}
+    for reject in (None, "0.05", "0.1", "0.2"):
+        if reject is None:
+            gate = np.zeros(len(faces))
+        else:
+            per_fold = {k: read_card(heads / f"fold_{k:02d}.pt").quality.min_quality_for_reject[reject] for k in folds}
+            gate = np.asarray([per_fold[int(k)] for k in fold_of])
+        labels = cluster_faces(faces.embeddings, t, algo, faces.quality - gate, 0.0)
+        s = score_labels(faces.images, faces.boxes, labels, truth, root)
+        kept = own_rows[labels[own_rows] >= 0]
+        assigned = score_labels([faces.images[i] for i in kept], [faces.boxes[i] for i in kept], labels[kept],
+                                {faces.images[i]: truth[faces.images[i]] for i in kept}, root)
+        rows["gates"].append({"reject_fraction_on_validation": reject, "faces_low_quality": int((labels < 0).sum()),
+                              "photos_own_face_unassigned": int(len(own_rows) - len(kept)),
+                              "all_photos": {k: round(v, 4) for k, v in s.items() if isinstance(v, float)},
+                              "assigned_photos": {k: round(v, 4) for k, v in assigned.items()
+                                                  if isinstance(v, float)}})
+    return rows
+
 if __name__ == "__main__":
     argparse.ArgumentParser(description=__doc__).parse_args()

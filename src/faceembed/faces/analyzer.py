@@ -134,16 +134,19 @@ class FaceAnalyzer:
 
         c = self.card
         found: list[list] = []
-        with ThreadPoolExecutor(2) as pool:
-            rgbs = pool.map(load_rgb, images)
-            batch: list[np.ndarray] = []
-            for rgb in rgbs:
-                batch.append(rgb)
-                if len(batch) == chunk:
+        if len(images) == 1:  # one photo (faces()): a thread pool would cost more than the decode it overlaps
+            rgb = load_rgb(images[0])
+            found = [(rgb, self._detect_many([rgb])[0])]
+        else:
+            with ThreadPoolExecutor(2) as pool:
+                batch: list[np.ndarray] = []
+                for rgb in pool.map(load_rgb, images):
+                    batch.append(rgb)
+                    if len(batch) == chunk:
+                        found += [(b, f) for b, f in zip(batch, self._detect_many(batch), strict=True)]
+                        batch = []
+                if batch:
                     found += [(b, f) for b, f in zip(batch, self._detect_many(batch), strict=True)]
-                    batch = []
-            if batch:
-                found += [(b, f) for b, f in zip(batch, self._detect_many(batch), strict=True)]
         per_photo = [sorted(f, key=lambda d: -float((d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
                      for _, f in found]
         crops = [align_face(rgb, d.landmarks, (c.height, c.width), template=c.template)
