@@ -94,8 +94,16 @@ def detect_files(
             raise FaceembedError(f"--{name} must be one of {', '.join(choices)}, not {value!r}")
     t0 = time.perf_counter()
     config = config or DetectorConfig()
-    backend = D.resolve_detect_backend(backend)  # every worker runs the same nets
     workers = max(1, min(workers or os.cpu_count() or 1, -(-len(relpaths) // chunk) or 1))
+    # Every worker runs the same nets. OpenVINO does not survive fork() once this process has used it (the forked
+    # workers die and the pool waits for ever), so forked workers take ONNX Runtime for "auto"; an explicit
+    # OpenVINO backend gets freshly spawned workers instead.
+    context = "fork"
+    if workers > 1 and backend == "auto":
+        backend = "ort"
+    backend = D.resolve_detect_backend(backend)
+    if workers > 1 and "openvino" in backend:
+        context = "spawn"
     from faceembed.models.mtcnn_weights import mtcnn_checkpoint
 
     checkpoint = mtcnn_checkpoint(checkpoint)  # convert (and export) once, before forking
@@ -139,7 +147,7 @@ def detect_files(
         else:
             import multiprocessing as mp
 
-            with mp.get_context("fork").Pool(workers, _init_worker, (checkpoint, config, backend)) as pool:
+            with mp.get_context(context).Pool(workers, _init_worker, (checkpoint, config, backend)) as pool:
                 for i, items in zip(todo, pool.imap(_detect_chunk, [tasks[i] for i in todo]), strict=True):
                     _consume(_save_part(parts, i, items))
     order = {r: i for i, r in enumerate(relpaths)}
