@@ -95,15 +95,9 @@ def detect_files(
     t0 = time.perf_counter()
     config = config or DetectorConfig()
     workers = max(1, min(workers or os.cpu_count() or 1, -(-len(relpaths) // chunk) or 1))
-    # Every worker runs the same nets. OpenVINO does not survive fork() once this process has used it (the forked
-    # workers die and the pool waits for ever), so forked workers take ONNX Runtime for "auto"; an explicit
-    # OpenVINO backend gets freshly spawned workers instead.
-    context = "fork"
-    if workers > 1 and backend == "auto":
-        backend = "ort"
+    # Every worker runs the same nets, in a freshly spawned process: a fork() of a process that already runs
+    # OpenVINO, ONNX Runtime or Ray threads can die or hang in the child (the pool then waits for ever).
     backend = D.resolve_detect_backend(backend)
-    if workers > 1 and "openvino" in backend:
-        context = "spawn"
     from faceembed.models.mtcnn_weights import mtcnn_checkpoint
 
     checkpoint = mtcnn_checkpoint(checkpoint)  # convert (and export) once, before forking
@@ -147,7 +141,7 @@ def detect_files(
         else:
             import multiprocessing as mp
 
-            with mp.get_context(context).Pool(workers, _init_worker, (checkpoint, config, backend)) as pool:
+            with mp.get_context("spawn").Pool(workers, _init_worker, (checkpoint, config, backend)) as pool:
                 for i, items in zip(todo, pool.imap(_detect_chunk, [tasks[i] for i in todo]), strict=True):
                     _consume(_save_part(parts, i, items))
     order = {r: i for i, r in enumerate(relpaths)}
