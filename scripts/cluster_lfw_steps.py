@@ -187,6 +187,8 @@ def quality_step(args, setting: tuple[str, float]) -> dict:
     embedded by ``train-pfe``'s head k (its mu is dlib-resnet's embedding), all folds clustered together, with
     and without the gate; each face's gate is its head's card value that rejects 5 % / 10 % of the head's
     validation faces (nothing chosen on these photos)."""
+    import json
+
     import faceembed as fe
     from faceembed.faces.cluster import card_threshold, cluster_faces
     from faceembed.faces.cluster_eval import own_faces, score_labels, truth_of
@@ -208,11 +210,10 @@ def quality_step(args, setting: tuple[str, float]) -> dict:
         faces, fold_of = _concat(parts, fold_of)
         save_photo_faces(cache, faces, {"heads": str(heads), "fold_of": fold_of.tolist()})
     faces = load_photo_faces(cache)
-    with np.load(cache) as z:
-        import json
-
+    with np.load(cache) as z:  # the cache's meta entry alone (load_photo_faces does not return it)
         fold_of = np.asarray(json.loads(str(z["meta"]))["fold_of"], np.int64)
-    truth = {img: person for img, person in truth_of(root).items() if img in {r for v in folds.values() for r in v}}
+    photos = {r for rels in folds.values() for r in rels}
+    truth = {img: person for img, person in truth_of(root).items() if img in photos}
     t = card_threshold(fe.FaceAnalyzer(args.model).card, far)
     own = own_faces(faces.images, faces.boxes, root)
     own_rows = np.asarray(sorted(own.values()), np.int64)

@@ -18,8 +18,14 @@ import numpy as np
 
 from faceembed.data.images import read_image_rgb
 from faceembed.errors import FaceembedError, InputFormatError
-from faceembed.faces import detect as D
-from faceembed.faces.detect import DetectorConfig, Face, MTCNNDetector, choose_face
+from faceembed.faces.detect import (
+    DETECT_BACKENDS,
+    DetectorConfig,
+    Face,
+    MTCNNDetector,
+    choose_face,
+    resolve_detect_backend,
+)
 from faceembed.files import write_json, write_text
 from faceembed.report.progress import progress_bar
 
@@ -89,7 +95,7 @@ def detect_files(
     :func:`claim_parts`), every finished chunk is saved there and a rerun detects only the chunks not saved.
     """
     for name, value, choices in (("on-error", on_error, ("stop", "skip")), ("keep", keep, ("largest", "center")),
-                                 ("backend", backend, D.DETECT_BACKENDS)):
+                                 ("backend", backend, DETECT_BACKENDS)):
         if value not in choices:
             raise FaceembedError(f"--{name} must be one of {', '.join(choices)}, not {value!r}")
     t0 = time.perf_counter()
@@ -97,7 +103,7 @@ def detect_files(
     workers = max(1, min(workers or os.cpu_count() or 1, -(-len(relpaths) // chunk) or 1))
     # Every worker runs the same nets, in a freshly spawned process: a fork() of a process that already runs
     # OpenVINO, ONNX Runtime or Ray threads can die or hang in the child (the pool then waits for ever).
-    backend = D.resolve_detect_backend(backend)
+    backend = resolve_detect_backend(backend)
     from faceembed.models.mtcnn_weights import mtcnn_checkpoint
 
     checkpoint = mtcnn_checkpoint(checkpoint)  # convert (and export) once, before forking

@@ -22,9 +22,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-#: Input size of R-Net and O-Net (square crops).
-ONET_SIZE = 48
-
 
 def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow ``same`` padding (before, after) along one axis of length ``size``."""

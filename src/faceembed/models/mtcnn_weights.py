@@ -27,7 +27,7 @@ from faceembed.models.checkpoint import InputSpec, read_header, save_checkpoint
 if TYPE_CHECKING:  # torch only where weights are converted: a cached checkpoint's path needs none
     import torch
 
-ONET_SIZE = 48  # O-Net's input side (faceembed.models.mtcnn.ONET_SIZE; not imported: that module needs torch)
+ONET_SIZE = 48  # O-Net's input side (square crops), here and not in models/mtcnn.py: that module needs torch
 
 #: Torch parameter names in the order of the Keras weight list, per network.
 LAYOUT: dict[str, list[str]] = {
